@@ -1,0 +1,74 @@
+"""`reconciler <command> [options]`: parse, build, execute; one handler maps errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from reconciler import __version__
+from reconciler.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UserError
+
+
+
+def command_names() -> list[str]:
+    """Every module in reconciler/commands/ not starting with '_' is a subcommand."""
+    import pkgutil
+
+    from reconciler import commands
+
+    return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see `{self.prog} --help`)", EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="reconciler", description="Declarative GitOps reconciler for run-once deployment jobs.")
+    parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in command_names():
+        module = importlib.import_module(f"reconciler.commands.{name}")
+        cmd = sub.add_parser(name, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else None,
+                             description=module.__doc__)
+        if getattr(module, "TAKES_REPO", True):
+            cmd.add_argument("--repo", type=Path, default=Path("."), help="the deployment repo (default: .)")
+        module.add_arguments(cmd)
+        cmd.set_defaults(func=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        code: int = args.func(args)
+        return code
+    except UserError as exc:
+        print(f"reconciler: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("reconciler: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug: one clear line for the user, the traceback in a crash log
+        log = Path.cwd() / ".reconciler-crash.log"
+        try:
+            import tempfile
+
+            log = Path(tempfile.gettempdir()) / "reconciler-crash.log"
+            log.write_text(traceback.format_exc(), "utf-8")
+        except OSError:
+            pass
+        print(f"reconciler: internal error: {type(exc).__name__}: {exc} (details in {log}; please report it)",
+              file=sys.stderr)
+        return EXIT_INTERNAL

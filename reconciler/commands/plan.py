@@ -1,0 +1,41 @@
+"""Show what `reconcile` would do now, without doing it."""
+
+from __future__ import annotations
+
+import argparse
+
+from reconciler.commands._repo import branch_state
+from reconciler.output import emit_json, print_problems
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def run(args: argparse.Namespace) -> int:
+    state = branch_state(args.repo)
+    if state is None:
+        if args.format == "json":
+            emit_json({"valid": True, "to_run": [], "up_to_date": [], "problems": []})
+        else:
+            print("nothing committed yet: nothing to do")
+        return 0
+    plan = state.plan()
+    if args.format == "json":
+        emit_json(plan.as_json())
+    else:
+        print_problems(plan.problems)
+        for name in plan.to_run:
+            job = state.desired.jobs[name]
+            print(f"run {name}:")
+            for block in job.blocks:
+                server = state.desired.servers[block.server]
+                users = ", ".join(server.user_ids) if block.users == "all" else ", ".join(block.users)
+                print(f"  {block.action} {block.definition} on {block.server} "
+                      f"({server.environment}/{server.organization}) for {users}")
+        for label, names in (("in flight", plan.in_flight), ("scheduled", plan.scheduled),
+                             ("suspended", plan.suspended), ("invalid", plan.invalid), ("modified", plan.modified)):
+            if names:
+                print(f"{label}: {', '.join(names)}")
+        print(f"{len(plan.to_run)} to run, {len(plan.up_to_date)} up to date")
+    return 1 if plan.problems else 0

@@ -1,0 +1,47 @@
+"""Driver registry: built-in drivers plus plugins from the entry-point group `reconciler.drivers`."""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from reconciler.drivers.base import Driver, DriverContext, SettingsProblem
+from reconciler.settings import Settings
+
+ENTRY_POINT_GROUP = "reconciler.drivers"
+BUILTIN = {
+    "local": "reconciler.drivers.local:LocalDriver",
+}
+
+
+@cache
+def _plugins() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BUILTIN}
+
+
+def known_types() -> set[str]:
+    return set(BUILTIN) | set(_plugins())
+
+
+def driver_class(kind: str) -> type[Driver]:
+    if kind in BUILTIN:
+        module, _, attr = BUILTIN[kind].partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+    else:
+        cls = _plugins()[kind].load()
+    if not (isinstance(cls, type) and issubclass(cls, Driver)):
+        raise TypeError(f"driver {kind!r} does not implement reconciler.drivers.base.Driver")
+    return cls
+
+
+def settings_problems(kind: str, settings: dict[str, Any], repo: Settings) -> list[SettingsProblem]:
+    try:
+        return driver_class(kind).settings_problems(settings, repo)
+    except Exception as exc:  # a broken plugin is a problem of the server that uses it, not a crash
+        return [(("type",), f"driver {kind!r} cannot be loaded: {exc}", "DRIVER_UNKNOWN")]
+
+
+def create(kind: str, settings: dict[str, Any], context: DriverContext) -> Driver:
+    return driver_class(kind)(settings, context)

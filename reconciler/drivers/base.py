@@ -1,0 +1,77 @@
+"""The driver interface. Only the engine calls drivers; only drivers touch deployment targets."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from reconciler.model import Definition, Server, User
+from reconciler.settings import Settings
+
+SettingsProblem = tuple[tuple[str, ...], str, str]  # (key path under driver:, message, code)
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """Everything a driver needs to act for one user. `parameters` holds resolved secrets."""
+
+    job: str
+    build_id: str
+    action: str
+    server: Server
+    definition: Definition
+    user: User
+    assets: dict[str, bytes]
+    content_digest: str
+    parameters: dict[str, Any]
+    public_parameters: dict[str, Any]
+    tokens: dict[str, str] = field(default_factory=dict)  # every token as text (content and parameter)
+    log: Callable[[str], None] = print
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # DEPLOYED | UNCHANGED | PLANNED | DESTROYED | FAILED
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    repo_root: Path
+    content_root: Path | None  # where the definition content is checked out, for drivers that need files
+    env: dict[str, str]
+
+
+class Driver(ABC):
+    """Runs one action for one user. Raise nothing for target errors: return a FAILED outcome."""
+
+    #: whether re-running `apply` for a user already deployed is harmless (crash recovery relies on it)
+    idempotent_apply: ClassVar[bool] = True
+
+    def __init__(self, settings: dict[str, Any], context: DriverContext) -> None:
+        self.settings = settings
+        self.context = context
+
+    @classmethod
+    def settings_problems(cls, settings: dict[str, Any], repo: Settings) -> list[SettingsProblem]:
+        """Extra checks of the driver settings beyond the server schema."""
+        return []
+
+    @abstractmethod
+    def plan(self, request: DeployRequest) -> Outcome: ...
+
+    @abstractmethod
+    def apply(self, request: DeployRequest) -> Outcome: ...
+
+    @abstractmethod
+    def destroy(self, request: DeployRequest) -> Outcome: ...
+
+    def run(self, request: DeployRequest) -> Outcome:
+        if request.action == "PLAN":
+            return self.plan(request)
+        if request.action == "DESTROY":
+            return self.destroy(request)
+        return self.apply(request)

@@ -1,0 +1,140 @@
+"""The `local` driver: deploys into `<path>/<user>/<definition>/` atomically, with a manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from reconciler.drivers.base import DeployRequest, Driver, Outcome, SettingsProblem
+from reconciler.settings import Settings
+
+MANIFEST = ".deployment.json"
+_RESERVED = ("servers", "definitions", "jobs", ".git")
+
+
+class LocalDriver(Driver):
+    idempotent_apply = True
+
+    @classmethod
+    def settings_problems(cls, settings: dict[str, Any], repo: Settings) -> list[SettingsProblem]:
+        raw = str(settings.get("path", ""))
+        if raw.startswith("/"):
+            return []
+        norm = posixpath.normpath(raw)
+        if norm == ".." or norm.startswith("../"):
+            return [(("path",), f"target path {raw!r} leaves the repository; use an absolute path for "
+                     "targets outside it", "PATH_ESCAPE")]
+        top = norm.split("/", 1)[0]
+        if norm == "." or top in (*_RESERVED, repo.ledger_dir):
+            return [(("path",), f"target path {raw!r} would deploy into the deployment repo's own files",
+                     "PATH_ESCAPE")]
+        return []
+
+    # -- paths -----------------------------------------------------------------------------------
+    def _root(self) -> Path:
+        return (self.context.repo_root / str(self.settings["path"])).resolve()
+
+    def _target(self, request: DeployRequest) -> Path:
+        root = self._root()
+        target = (root / request.user.id / request.definition.name).resolve()
+        if target.parent.parent != root:
+            raise ValueError(f"target for user {request.user.id!r} would leave {root}")
+        return target
+
+    @staticmethod
+    def _safe_rel(rel: str) -> str:
+        norm = posixpath.normpath(rel)
+        if norm.startswith(("/", "../")) or norm in ("..", ".", MANIFEST):
+            raise ValueError(f"asset path {rel!r} would leave the target folder")
+        return norm
+
+    @staticmethod
+    def _existing(target: Path) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        if not target.is_dir():
+            return found
+        for dirpath, _, filenames in os.walk(target):
+            for name in filenames:
+                full = Path(dirpath, name)
+                rel = full.relative_to(target).as_posix()
+                if rel != MANIFEST:
+                    found[rel] = full.read_bytes()
+        return found
+
+    @staticmethod
+    def _manifest(target: Path) -> dict[str, Any] | None:
+        try:
+            data = json.loads((target / MANIFEST).read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _clean_leftovers(self, target: Path) -> None:
+        for stale in target.parent.glob(f".{target.name}.*-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    # -- actions ---------------------------------------------------------------------------------
+    def plan(self, request: DeployRequest) -> Outcome:
+        target = self._target(request)
+        existing = self._existing(target)
+        wanted = {self._safe_rel(k): v for k, v in request.assets.items()}
+        added = sorted(set(wanted) - set(existing))
+        removed = sorted(set(existing) - set(wanted))
+        changed = sorted(k for k in set(wanted) & set(existing) if wanted[k] != existing[k])
+        for label, names in (("add", added), ("change", changed), ("remove", removed)):
+            for name in names:
+                request.log(f"plan {request.user.id}: would {label} {name}")
+        manifest = self._manifest(target)
+        params_changed = manifest is not None and manifest.get("parameters") != request.public_parameters
+        extra = ", parameters change" if params_changed else ""
+        return Outcome("PLANNED", f"{len(added)} to add, {len(changed)} to change, {len(removed)} to remove{extra}")
+
+    def apply(self, request: DeployRequest) -> Outcome:
+        target = self._target(request)
+        manifest = self._manifest(target)
+        if (manifest is not None and manifest.get("content_digest") == request.content_digest
+                and manifest.get("parameters") == request.public_parameters):
+            request.log(f"{request.user.id}: content unchanged at {target}")
+            return Outcome("UNCHANGED", "identical content already deployed")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._clean_leftovers(target)
+        token = secrets.token_hex(4)
+        staging = target.parent / f".{target.name}.tmp-{token}"
+        staging.mkdir()
+        for rel, data in request.assets.items():
+            dest = staging / self._safe_rel(rel)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+        record = {
+            "job": request.job,
+            "build_id": request.build_id,
+            "definition": request.definition.name,
+            "module_type": request.definition.module_type,
+            "user": request.user.id,
+            "content_digest": request.content_digest,
+            "parameters": request.public_parameters,
+        }
+        (staging / MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", "utf-8")
+        old = target.parent / f".{target.name}.old-{token}"
+        if target.exists():
+            os.rename(target, old)
+        os.rename(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+        request.log(f"{request.user.id}: deployed {len(request.assets)} file(s) to {target}")
+        return Outcome("DEPLOYED", f"{len(request.assets)} file(s) deployed")
+
+    def destroy(self, request: DeployRequest) -> Outcome:
+        target = self._target(request)
+        if not target.exists():
+            return Outcome("UNCHANGED", "nothing was deployed")
+        self._clean_leftovers(target)
+        old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
+        os.rename(target, old)
+        shutil.rmtree(old, ignore_errors=True)
+        request.log(f"{request.user.id}: removed {target}")
+        return Outcome("DESTROYED", "deployment removed")

@@ -1,0 +1,299 @@
+"""Executing one claimed job: render, apply the failure policy, call drivers, checkpoint results.
+
+The engine is the only caller of drivers. Everything it writes (log lines, reasons, errors)
+goes through the redactor first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import threading
+import time
+from datetime import timedelta
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from reconciler import drivers
+from reconciler.drivers.base import DeployRequest, Driver, DriverContext, Outcome
+from reconciler.ledger import BlockRecord, LedgerRecord, UserResult, outcome
+from reconciler.model import Block, Definition, Job, SecretRef, Server, TokenValue
+from reconciler.redact import Redactor
+from reconciler.render import as_text, broken_reason, render, value_text
+from reconciler.source import MODE_LINK
+from reconciler.timeutil import iso, utcnow
+from reconciler.validate import Desired
+
+CHECKPOINT_SECONDS = 2.0
+
+
+class BuildLog:
+    """The build's log: redacted, timestamped, thread-safe."""
+
+    def __init__(self, redactor: Redactor, initial: str = "", echo: Callable[[str], None] | None = None) -> None:
+        self.redactor = redactor
+        self._lines: list[str] = initial.splitlines()
+        self._lock = threading.Lock()
+        self.echo = echo
+
+    def __call__(self, message: str) -> None:
+        clean = self.redactor(message)
+        lines = [f"{iso(utcnow())} {part}" for part in clean.splitlines() or [""]]
+        with self._lock:
+            self._lines.extend(lines)
+        if self.echo is not None:
+            for line in lines:
+                self.echo(line)
+
+    def text(self) -> str:
+        with self._lock:
+            return "\n".join(self._lines) + ("\n" if self._lines else "")
+
+
+class RecordStore(Protocol):
+    def save(self, record: LedgerRecord, log: BuildLog, message: str) -> None: ...
+
+
+@dataclass
+class RunContext:
+    desired: Desired
+    repo_root: Path
+    env: dict[str, str]
+    redactor: Redactor
+    store: RecordStore
+    concurrency: int = 4
+    lease_seconds: int = 600
+    stop: threading.Event = field(default_factory=threading.Event)
+    on_user: Callable[[str, str, str], None] | None = None  # (job, user, status) for progress
+    _content: dict[str, dict[str, bytes]] = field(default_factory=dict)
+
+    def content_of(self, definition: Definition) -> dict[str, bytes]:
+        if definition.name not in self._content:
+            entries = self.desired.content.get(definition.name, {})
+            files = self.desired.files
+            all_entries = files.entries()
+            wanted = {rel: e.path for rel, e in entries.items() if e.mode != MODE_LINK}
+            links = {rel: e for rel, e in entries.items() if e.mode == MODE_LINK}
+            data = files.read_many(list(wanted.values())) if wanted else {}
+            assets = {rel: data[path] for rel, path in wanted.items()}
+            for rel, entry in links.items():  # validation allowed only links inside the content folder
+                target = files.read_many([entry.path])[entry.path].decode("utf-8", "replace")
+                resolved = posixpath.normpath(posixpath.join(posixpath.dirname(entry.path), target))
+                if resolved in all_entries and all_entries[resolved].mode != MODE_LINK:
+                    assets[rel] = files.read_many([resolved])[resolved]
+            self._content[definition.name] = assets
+        return self._content[definition.name]
+
+
+@dataclass
+class Prepared:
+    """One user's rendered deployment, or why it is broken."""
+
+    user: str
+    request: DeployRequest | None
+    broken: list[str]
+
+
+class Interrupted(Exception):
+    def __init__(self, record: LedgerRecord) -> None:
+        super().__init__("interrupted")
+        self.record = record
+
+
+def recipients(block: Block, server: Server) -> list[str]:
+    return list(server.user_ids) if block.users == "all" else list(block.users)
+
+
+def _merged(decls: tuple[Any, ...], block_values: dict[str, TokenValue],
+            user_values: dict[str, TokenValue]) -> dict[str, TokenValue]:
+    values: dict[str, TokenValue] = {d.name: d.default for d in decls if d.has_default}
+    values.update(block_values)
+    values.update(user_values)
+    return values
+
+
+def prepare_user(ctx: RunContext, job: Job, build_id: str, block: Block, server: Server, definition: Definition,
+                 uid: str, log: BuildLog) -> Prepared:
+    override = block.user_tokens.get(uid)
+    content_values = _merged(definition.content_tokens, block.content_tokens,
+                             override.content_tokens if override else {})
+    param_values = _merged(definition.parameter_tokens, block.parameter_tokens,
+                           override.parameter_tokens if override else {})
+    broken: list[str] = []
+
+    def resolve(value: TokenValue) -> Any:
+        if isinstance(value, SecretRef):
+            secret = ctx.env.get(value.env)
+            if secret is None:
+                broken.append(f"secret {value.env} is not set in the reconciler's environment")
+                return ""
+            ctx.redactor.add(secret)
+            return secret
+        return value
+
+    content_text = {k: value_text(resolve(v)) for k, v in content_values.items()}
+    params = {k: resolve(v) for k, v in param_values.items()}
+    public = {k: ({"secret": v.env} if isinstance(v, SecretRef) else v) for k, v in param_values.items()}
+    assets: dict[str, bytes] = {}
+    if block.action != "DESTROY":
+        for rel, data in sorted(ctx.content_of(definition).items()):
+            text = as_text(data)
+            rendered = data if text is None else render(text, content_text).encode("utf-8")
+            reason = broken_reason(rel, rendered) if text is not None else None
+            if reason:
+                broken.append(reason)
+            assets[rel] = rendered
+    digest = hashlib.sha256()
+    for rel, data in sorted(assets.items()):
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    user = next(u for u in server.users if u.id == uid)
+    tokens = {**content_text, **{k: value_text(v) for k, v in params.items()}}
+    request = DeployRequest(job=job.name, build_id=build_id, action=block.action, server=server,
+                            definition=definition, user=user, assets=assets,
+                            content_digest="sha256:" + digest.hexdigest(), parameters=params,
+                            public_parameters=public, tokens=tokens, log=log)
+    return Prepared(uid, request, broken)
+
+
+def _block_record(block: Block, server: Server, definition: Definition,
+                  users: dict[str, UserResult]) -> BlockRecord:
+    return BlockRecord(definition=definition.name, module_type=definition.module_type, server=server.name,
+                       environment=server.environment, organization=server.organization, action=block.action,
+                       users=users)
+
+
+class JobRunner:
+    """Runs one job to its final record, checkpointing through the store."""
+
+    def __init__(self, ctx: RunContext, job: Job, record: LedgerRecord, log: BuildLog) -> None:
+        self.ctx = ctx
+        self.job = job
+        self.record = record
+        self.log = log
+        self.lock = threading.Lock()
+        self.blocks: list[BlockRecord] = list(record.blocks)
+        self.last_checkpoint = time.monotonic()
+
+    def checkpoint(self, message: str, **changes: Any) -> None:
+        changes.setdefault("lease_expires_at", utcnow() + timedelta(seconds=self.ctx.lease_seconds))
+        self.record = self.record.with_blocks(list(self.blocks), **changes)
+        self.ctx.store.save(self.record, self.log, message)
+        self.last_checkpoint = time.monotonic()
+
+    def _set(self, index: int, uid: str, status: str, reason: str) -> None:
+        with self.lock:
+            block = self.blocks[index]
+            users = dict(block.users)
+            users[uid] = UserResult(status=status, reason=self.ctx.redactor(reason))  # type: ignore[arg-type]
+            self.blocks[index] = block.model_copy(update={"users": users})
+        if self.ctx.on_user is not None:
+            self.ctx.on_user(self.job.name, uid, status)
+
+    def run(self) -> LedgerRecord:
+        desired = self.ctx.desired
+        if self.record.status != "WORKING":
+            self.log(f"build {self.record.build_id} of job {self.job.name} started")
+            self.checkpoint(f"status: {self.job.name} WORKING", status="WORKING",
+                            started_at=self.record.started_at or utcnow())
+        aborted = False
+        for block in self.job.blocks:
+            server = desired.servers[block.server]
+            definition = desired.definitions[block.definition]
+            if len(self.blocks) <= block.index:
+                self.blocks.append(_block_record(block, server, definition, {}))
+            done = self.blocks[block.index].users
+            todo = [u for u in recipients(block, server) if u not in done]
+            if aborted:
+                for uid in todo:
+                    self._set(block.index, uid, "NOT_RUN", "not run: the job was aborted by an earlier failure")
+                continue
+            self.log(f"block {block.index}: {block.action} {definition.name} on {server.name} "
+                     f"({server.environment}/{server.organization}) for {len(todo)} user(s)")
+            aborted = self._run_block(block, server, definition, todo)
+        for block in self.job.blocks:  # results in recipient order, whatever order users finished in
+            order = recipients(block, desired.servers[block.server])
+            users = self.blocks[block.index].users
+            self.blocks[block.index] = self.blocks[block.index].model_copy(
+                update={"users": {u: users[u] for u in order if u in users}})
+        final = outcome(self.blocks)
+        self.log(f"build {self.record.build_id} finished: {final}")
+        self.checkpoint(f"status: {self.job.name} {final}", status=final, finished_at=utcnow(),
+                        lease_expires_at=None)
+        return self.record
+
+    def _run_block(self, block: Block, server: Server, definition: Definition, todo: list[str]) -> bool:
+        """Run one block; returns True when the job is aborted from here on."""
+        prepared = [prepare_user(self.ctx, self.job, self.record.build_id, block, server, definition, uid, self.log)
+                    for uid in todo]
+        policy = self.job.on_failure
+        broken = [p for p in prepared if p.broken]
+        if broken and policy == "abort":
+            for p in prepared:
+                if p.broken:
+                    reason = "broken assets: " + "; ".join(p.broken)
+                    self.log(f"{p.user}: FAILED, {reason}")
+                    self._set(block.index, p.user, "FAILED", reason)
+                else:
+                    self._set(block.index, p.user, "NOT_RUN", "not run: the block was aborted (broken assets for "
+                              "another user)")
+            return True
+        queue: list[Prepared] = []
+        for p in prepared:
+            if p.broken and policy == "skip":
+                reason = "skipped, broken assets: " + "; ".join(p.broken)
+                self.log(f"{p.user}: {reason}")
+                self._set(block.index, p.user, "SKIPPED", reason)
+            else:
+                if p.broken:
+                    self.log(f"WARNING {p.user}: deploying despite broken assets (on_failure: force): "
+                             + "; ".join(p.broken))
+                queue.append(p)
+        driver = drivers.create(server.driver_type, server.driver,
+                                DriverContext(self.ctx.repo_root, None, self.ctx.env))
+        return self._deploy(block, driver, queue)
+
+    def _deploy(self, block: Block, driver: Driver, queue: list[Prepared]) -> bool:
+        aborted = False
+        pending: dict[Future[Outcome], Prepared] = {}
+        items = iter(queue)
+        with ThreadPoolExecutor(max_workers=max(1, self.ctx.concurrency)) as pool:
+            while True:
+                while not aborted and not self.ctx.stop.is_set() and len(pending) < self.ctx.concurrency:
+                    item = next(items, None)
+                    if item is None:
+                        break
+                    assert item.request is not None
+                    pending[pool.submit(self._call, driver, item.request)] = item
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    item = pending.pop(future)
+                    result = future.result()
+                    status, reason = result.status, result.reason
+                    if status != "FAILED" and item.broken:
+                        status, reason = "FORCED", "deployed despite broken assets: " + "; ".join(item.broken)
+                    self._set(block.index, item.user, status, reason)
+                    if status == "FAILED" and self.job.on_failure == "abort":
+                        aborted = True
+                if time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
+                    self.checkpoint(f"status: {self.job.name} checkpoint")
+        rest = [p.user for p in queue if p.user not in self.blocks[block.index].users]
+        if self.ctx.stop.is_set() and not aborted and rest:
+            self.checkpoint(f"status: {self.job.name} interrupted")
+            raise Interrupted(self.record)
+        for uid in rest:
+            self._set(block.index, uid, "NOT_RUN", "not run: the job was aborted by a failure")
+        return aborted
+
+    def _call(self, driver: Driver, request: DeployRequest) -> Outcome:
+        try:
+            result = driver.run(request)
+        except Exception as exc:  # a driver bug or target error fails this user, never the pass
+            result = Outcome("FAILED", f"driver error: {type(exc).__name__}: {exc}")
+        reason = self.ctx.redactor(result.reason)
+        self.log(f"{request.user.id}: {result.status}" + (f", {reason}" if reason else ""))
+        return Outcome(result.status, reason)

@@ -1,0 +1,251 @@
+"""Every git call lives here. Plain `git` subprocesses: fast to start, no shell, explicit env.
+
+Status commits are built with plumbing on a private index under `.git/reconciler/`, so the
+user's index and working tree are never touched except for the ledger paths we wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.errors import UserError
+from reconciler.source import Entry
+
+TRAILER = "Reconciler-Build:"
+_BASE_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+
+
+class GitError(Exception):
+    def __init__(self, args: list[str], code: int, stderr: str) -> None:
+        super().__init__(f"git {' '.join(args)} failed ({code}): {stderr.strip()[:500]}")
+        self.code = code
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class Repo:
+    git_dir: Path
+    top: Path | None  # working tree, None when bare
+
+    @property
+    def root(self) -> Path:
+        """The folder relative driver paths are resolved against."""
+        return self.top if self.top is not None else self.git_dir
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the reconciler keeps its lock, cache and temporary files (never the working tree)."""
+        path = self.git_dir / "reconciler"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def git(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
+            check: bool = True) -> bytes:
+        return run(["--git-dir", str(self.git_dir), *(["--work-tree", str(self.top)] if self.top else []),
+                    *args], input=input, env=env, check=check, cwd=self.top or self.git_dir)
+
+
+def run(args: list[str], *, input: bytes | None = None, env: dict[str, str] | None = None, check: bool = True,
+        cwd: Path | None = None) -> bytes:
+    full_env = {**os.environ, **_BASE_ENV, **(env or {})}
+    try:
+        proc = subprocess.run(["git", *args], input=input, capture_output=True, env=full_env, cwd=cwd,
+                              check=False)
+    except FileNotFoundError:
+        raise UserError("git is not installed or not on PATH; install git and try again") from None
+    if check and proc.returncode != 0:
+        raise GitError(args, proc.returncode, proc.stderr.decode("utf-8", "replace"))
+    return proc.stdout
+
+
+def open_repo(path: Path) -> Repo:
+    if not path.exists():
+        raise UserError(f"{path}: no such directory")
+    try:
+        out = run(["rev-parse", "--absolute-git-dir", "--is-bare-repository", "--show-toplevel"], cwd=path,
+                  check=False)
+    except NotADirectoryError:
+        raise UserError(f"{path}: not a directory") from None
+    lines = out.decode().splitlines()
+    if len(lines) < 2:
+        raise UserError(f"{path} is not a git repository (run `git init` or `reconciler init DIR`)")
+    git_dir = Path(lines[0])
+    bare = lines[1] == "true"
+    top = None if bare or len(lines) < 3 else Path(lines[2])
+    return Repo(git_dir=git_dir, top=top)
+
+
+def resolve(repo: Repo, ref: str) -> str | None:
+    out = repo.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False).decode().strip()
+    return out or None
+
+
+def head_branch(repo: Repo) -> str | None:
+    out = repo.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False).decode().strip()
+    return out or None
+
+
+def is_ancestor(repo: Repo, older: str, newer: str) -> bool:
+    return _returncode(repo, "merge-base", "--is-ancestor", older, newer) == 0
+
+
+def _returncode(repo: Repo, *args: str) -> int:
+    proc = subprocess.run(["git", "--git-dir", str(repo.git_dir), *args], capture_output=True,
+                          env={**os.environ, **_BASE_ENV}, check=False)
+    return proc.returncode
+
+
+class GitTree:
+    """The files of one commit (a RepoFiles), read in bulk with one `git cat-file --batch`."""
+
+    def __init__(self, repo: Repo, commit: str, paths: tuple[str, ...]) -> None:
+        self.repo = repo
+        self.commit = commit
+        self.paths = paths
+        self._entries: dict[str, Entry] | None = None
+
+    def entries(self) -> dict[str, Entry]:
+        if self._entries is None:
+            out = self.repo.git("-c", "core.quotePath=false", "ls-tree", "-r", "-z", "--full-tree", self.commit,
+                                "--", *self.paths)
+            found: dict[str, Entry] = {}
+            for item in out.split(b"\0"):
+                if not item:
+                    continue
+                meta, _, path = item.partition(b"\t")
+                mode, kind, blob = meta.decode().split()
+                if kind == "blob":
+                    name = path.decode("utf-8", "surrogateescape")
+                    found[name] = Entry(name, mode, blob)
+            self._entries = found
+        return self._entries
+
+    def read_many(self, paths: list[str]) -> dict[str, bytes]:
+        entries = self.entries()
+        blobs = read_blobs(self.repo, [entries[p].blob for p in paths])
+        return {p: blobs[entries[p].blob] for p in paths}
+
+
+def read_blobs(repo: Repo, blob_ids: list[str]) -> dict[str, bytes]:
+    """Read many objects with one `git cat-file --batch` process."""
+    unique = list(dict.fromkeys(blob_ids))
+    if not unique:
+        return {}
+    out = repo.git("cat-file", "--batch", input=("\n".join(unique) + "\n").encode())
+    result: dict[str, bytes] = {}
+    pos = 0
+    for blob in unique:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].decode()
+        parts = header.split()
+        if len(parts) < 3 or parts[1] == "missing":
+            raise GitError(["cat-file", "--batch"], 1, f"object {blob} is missing")
+        size = int(parts[2])
+        result[blob] = out[end + 1:end + 1 + size]
+        pos = end + 1 + size + 1
+    return result
+
+
+def read_file(repo: Repo, commit: str, path: str) -> bytes | None:
+    if _returncode(repo, "cat-file", "-e", f"{commit}:{path}") != 0:
+        return None
+    return repo.git("cat-file", "blob", f"{commit}:{path}")
+
+
+@dataclass(frozen=True)
+class Change:
+    commit: str
+    time: int
+    status: str  # A, M, D
+    path: str
+    by_reconciler: bool
+
+
+def changes(repo: Repo, head: str, paths: tuple[str, ...], since: str | None = None) -> list[Change]:
+    """File changes under `paths`, oldest first, reachable from head (and not from `since`)."""
+    rev = f"{since}..{head}" if since else head
+    out = repo.git("-c", "core.quotePath=false", "log", "--reverse", "--topo-order", "--no-renames",
+                   "--format=%x1e%H %ct%n%B%x1d", "--name-status", rev, "--", *paths)
+    found: list[Change] = []
+    for chunk in out.decode("utf-8", "surrogateescape").split("\x1e"):
+        if not chunk.strip():
+            continue
+        head_line, _, rest = chunk.partition("\n")
+        body, _, files = rest.partition("\x1d")
+        sha, _, when = head_line.partition(" ")
+        ours = any(line.startswith(TRAILER) for line in body.splitlines())
+        for line in files.splitlines():
+            if "\t" not in line:
+                continue
+            status, _, path = line.partition("\t")
+            found.append(Change(sha, int(when), status[:1], path, ours))
+    return found
+
+
+def commit_files(repo: Repo, *, parent: str, files: dict[str, bytes], message: str, author: tuple[str, str]) -> str:
+    """Create a commit = parent's tree plus `files`; returns its id. No ref moves, no working-tree change."""
+    state = repo.state_dir
+    index = state / f"index-{os.getpid()}"
+    env = {"GIT_INDEX_FILE": str(index)}
+    try:
+        repo.git("read-tree", parent, env=env)
+        with tempfile.TemporaryDirectory(dir=state, prefix="blobs-") as tmp:
+            names = []
+            for i, data in enumerate(files.values()):
+                name = Path(tmp, str(i))
+                name.write_bytes(data)
+                names.append(str(name))
+            shas = repo.git("hash-object", "-w", "--no-filters", "--stdin-paths",
+                            input=("\n".join(names) + "\n").encode()).decode().split()
+        info = "".join(f"100644 {sha}\t{path}\n" for sha, path in zip(shas, files, strict=True))
+        repo.git("update-index", "--index-info", input=info.encode(), env=env)
+        tree = repo.git("write-tree", env=env).decode().strip()
+    finally:
+        index.unlink(missing_ok=True)
+    name, email = author
+    who = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+           "GIT_COMMITTER_EMAIL": email}
+    return repo.git("commit-tree", tree, "-p", parent, "-F", "-", input=message.encode(), env=who).decode().strip()
+
+
+def update_ref(repo: Repo, ref: str, new: str, old: str) -> bool:
+    """Move `ref` from `old` to `new` atomically; False when someone else moved it first."""
+    return _returncode(repo, "update-ref", "-m", "reconciler: status", ref, new, old) == 0
+
+
+def sync_worktree(repo: Repo, commit: str, paths: list[str]) -> None:
+    """Make the index and working tree match `commit` for `paths` (the ledger files we wrote)."""
+    if repo.top is None or not paths:
+        return
+    for start in range(0, len(paths), 500):
+        repo.git("checkout", commit, "--", *paths[start:start + 500])
+
+
+def write_tree_of_commit(repo: Repo, commit: str) -> str:
+    return repo.git("rev-parse", f"{commit}^{{tree}}").decode().strip()
+
+
+def init_repo(path: Path, branch: str = "main") -> Repo:
+    run(["init", "-q", "-b", branch, str(path)])
+    return open_repo(path)
+
+
+def commit_all(repo: Repo, message: str) -> str:
+    """Commit everything in the working tree (for `init` and `retry --commit`), as the user when configured."""
+    repo.git("add", "-A")
+    configured = repo.git("config", "user.email", check=False).strip()
+    identity = [] if configured else ["-c", "user.name=reconciler", "-c", "user.email=reconciler@localhost"]
+    repo.git(*identity, "commit", "-q", "-m", message)
+    return repo.git("rev-parse", "HEAD").decode().strip()
+
+
+def commit_paths(repo: Repo, paths: list[str], message: str) -> str:
+    repo.git("add", "--", *paths)
+    configured = repo.git("config", "user.email", check=False).strip()
+    identity = [] if configured else ["-c", "user.name=reconciler", "-c", "user.email=reconciler@localhost"]
+    repo.git(*identity, "commit", "-q", "-m", message, "--", *paths)
+    return repo.git("rev-parse", "HEAD").decode().strip()

@@ -1,0 +1,245 @@
+"""One reconcile pass: lock, load, plan, claim, execute, commit. SPEC section 5."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from reconciler import __version__, git
+from reconciler.engine import BuildLog, Interrupted, JobRunner, RunContext
+from reconciler.errors import UserError
+from reconciler.ledger import LedgerRecord, Owner, UserResult, new_build_id
+from reconciler.lock import RepoLock
+from reconciler.plan import Plan
+from reconciler.redact import Redactor
+from reconciler.state import RepoState, load_commit_state
+from reconciler.timeutil import utcnow
+
+
+@dataclass
+class PassOptions:
+    repo: Path
+    remote: str | None = None
+    branch: str | None = None
+    concurrency: int | None = None
+    only: str | None = None
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    lock_wait: float = 10.0
+    stop: threading.Event = field(default_factory=threading.Event)
+    events: Callable[[str, dict[str, object]], None] = lambda event, data: None
+    on_user: Callable[[str, str, str], None] | None = None
+
+
+@dataclass
+class PassResult:
+    plan: Plan
+    ran: list[LedgerRecord] = field(default_factory=list)
+    skipped_in_flight: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return any(r.status == "FAILURE" for r in self.ran)
+
+
+class BranchStore:
+    """Commits ledger files onto the branch (status-only commits), keeping a checked-out ledger in step."""
+
+    def __init__(self, repo: git.Repo, branch: str, tip: str, state: RepoState, redactor: Redactor) -> None:
+        self.repo = repo
+        self.ref = f"refs/heads/{branch}"
+        self.tip = tip
+        self.ledger = state.ledger
+        self.author = (state.settings.commit_name, state.settings.commit_email)
+        self.checked_out = repo.top is not None and git.head_branch(repo) == branch
+        self.redactor = redactor
+        self.commits = 0
+
+    def save(self, record: LedgerRecord, log: BuildLog, message: str) -> None:
+        files = {
+            self.ledger.path(record.job): self.redactor(record.to_json()).encode("utf-8"),
+            self.ledger.log_path(record.build_id): log.text().encode("utf-8"),
+        }
+        body = f"{message}\n\n{git.TRAILER} {record.build_id}\n"
+        for _ in range(20):
+            commit = git.commit_files(self.repo, parent=self.tip, files=files, message=body, author=self.author)
+            if git.update_ref(self.repo, self.ref, commit, self.tip):
+                self.tip = commit
+                self.commits += 1
+                if self.checked_out:
+                    git.sync_worktree(self.repo, commit, list(files))
+                return
+            # someone committed to the branch meanwhile: replay our status-only change on top of theirs
+            moved = git.resolve(self.repo, self.ref)
+            if moved is None:
+                raise UserError(f"branch {self.ref} disappeared during the pass")
+            self.tip = moved
+        raise UserError(f"could not update {self.ref}: it keeps moving; try again")
+
+
+def owner_alive(owner: Owner) -> bool | None:
+    """True/False when provable (same host), None when the owner is elsewhere (rely on the lease)."""
+    if owner.host != socket.gethostname():
+        return None
+    if owner.pid == os.getpid():
+        return True
+    try:
+        os.kill(owner.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    started = _process_start(owner.pid)
+    if started is not None and started > owner.started_at + timedelta(seconds=2):
+        return False  # the pid was reused by a younger process
+    return True
+
+
+def _process_start(pid: int) -> datetime | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), utcnow().tzinfo)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def recoverable(record: LedgerRecord, now: datetime) -> bool:
+    alive = owner_alive(record.owner)
+    if alive is False:
+        return True
+    if alive is True:
+        return False
+    return record.lease_expires_at is not None and record.lease_expires_at < now
+
+
+def claim_record(state: RepoState, job: str, started: datetime) -> LedgerRecord:
+    jf = state.desired.job_files[job]
+    assert jf.job is not None and state.commit is not None
+    now = utcnow()
+    build_id = new_build_id(job, now)
+    added = state.history.added.get(job)
+    created = datetime.fromtimestamp(added[2], now.tzinfo) if added else None
+    return LedgerRecord(
+        job=job, job_blob=jf.blob, spec_digest=jf.job.spec_digest, desired_commit=state.commit, build_id=build_id,
+        status="IN-PROGRESS", owner=Owner.me(started), lease_expires_at=now + timedelta(seconds=state.settings.lease_seconds),
+        created_at=created, queued_at=now, started_at=None, finished_at=None, on_failure=jf.job.on_failure,
+        on_interrupt=state.settings.on_interrupt, blocks=[], summary={}, log=state.ledger.log_path(build_id),
+        error=None, reconciler_version=__version__,
+    )
+
+
+def _fail_interrupted(record: LedgerRecord, state: RepoState, store: BranchStore, log: BuildLog) -> LedgerRecord:
+    """on_interrupt: fail — users without a final result become NOT_RUN; the job ends FAILURE."""
+    job = state.desired.jobs.get(record.job)
+    blocks = list(record.blocks)
+    if job is not None:
+        from reconciler.engine import recipients
+
+        for block in job.blocks:
+            server = state.desired.servers[block.server]
+            users = dict(blocks[block.index].users) if block.index < len(blocks) else {}
+            for uid in recipients(block, server):
+                users.setdefault(uid, UserResult(status="NOT_RUN", reason="interrupted"))
+            if block.index < len(blocks):
+                blocks[block.index] = blocks[block.index].model_copy(update={"users": users})
+    log(f"build {record.build_id} was interrupted; on_interrupt is fail")
+    final = record.with_blocks(blocks, status="FAILURE", error="interrupted", finished_at=utcnow(),
+                               lease_expires_at=None)
+    store.save(final, log, f"status: {record.job} FAILURE (interrupted)")
+    return final
+
+
+def run_pass(options: PassOptions) -> PassResult:
+    repo = git.open_repo(options.repo)
+    started = utcnow()
+    with RepoLock(repo.state_dir, wait=options.lock_wait):
+        branch = options.branch or git.head_branch(repo)
+        if branch is None:
+            raise UserError("HEAD is detached and no branch is configured; set `branch:` in reconciler.yaml "
+                            "or check out the deployment branch")
+        tip = git.resolve(repo, f"refs/heads/{branch}")
+        if tip is None:
+            raise UserError(f"branch {branch!r} has no commits yet; commit the deployment repo first")
+        state = load_commit_state(repo, tip, {"concurrency": options.concurrency})
+        if state.settings_problems:
+            first = state.settings_problems[0]
+            raise UserError(f"{first.as_text()}; fix reconciler.yaml before reconciling")
+        plan = state.plan()
+        result = PassResult(plan)
+        redactor = Redactor()
+        store = BranchStore(repo, branch, tip, state, redactor)
+        ctx = RunContext(desired=state.desired, repo_root=repo.root, env=options.env, redactor=redactor,
+                         store=store, concurrency=state.settings.concurrency,
+                         lease_seconds=state.settings.lease_seconds, stop=options.stop, on_user=options.on_user)
+        now = utcnow()
+        for job in plan.in_flight:
+            record = state.ledger.records[job]
+            if options.only and job != options.only:
+                continue
+            if not recoverable(record, now) or job not in state.desired.jobs:
+                result.skipped_in_flight.append(job)
+                continue
+            if not _run_one(ctx, state, store, record, options, result, recovering=True):
+                return result
+        for job in plan.to_run:
+            if options.only and job != options.only:
+                continue
+            if options.stop.is_set():
+                result.interrupted = True
+                break
+            record = claim_record(state, job, started)
+            log = BuildLog(redactor)
+            log(f"job {job} claimed by {record.owner.host} pid {record.owner.pid} as build {record.build_id}")
+            store.save(record, log, f"status: claim {job}")
+            options.events("job.claimed", {"job": job, "build_id": record.build_id})
+            if not _run_one(ctx, state, store, record, options, result, log=log):
+                break
+        return result
+
+
+def _run_one(ctx: RunContext, state: RepoState, store: BranchStore, record: LedgerRecord, options: PassOptions,
+             result: PassResult, recovering: bool = False, log: BuildLog | None = None) -> bool:
+    """Run (or recover) one job; False when the pass must stop (interrupted)."""
+    job = state.desired.jobs[record.job]
+    if log is None:
+        previous = ""
+        try:
+            previous = git.read_blobs(store.repo, [_log_blob(state, record)]).popitem()[1].decode("utf-8", "replace")
+        except (git.GitError, KeyError):
+            previous = ""
+        log = BuildLog(ctx.redactor, previous)
+    if recovering:
+        options.events("job.recovering", {"job": record.job, "build_id": record.build_id})
+        log(f"recovering build {record.build_id} (owner {record.owner.host} pid {record.owner.pid} is gone)")
+        if record.on_interrupt == "fail":
+            result.ran.append(_fail_interrupted(record, state, store, log))
+            return True
+        record = record.model_copy(update={"owner": Owner.me(utcnow()),
+                                           "recoveries": record.recoveries + 1})
+    options.events("job.started", {"job": record.job, "build_id": record.build_id})
+    try:
+        final = JobRunner(ctx, job, record, log).run()
+    except Interrupted as stop:
+        result.ran.append(stop.record)
+        result.interrupted = True
+        options.events("job.interrupted", {"job": record.job, "build_id": record.build_id})
+        return False
+    result.ran.append(final)
+    options.events("job.finished", {"job": final.job, "build_id": final.build_id, "status": final.status,
+                                    **{k: v for k, v in final.summary.items()}})
+    return True
+
+
+def _log_blob(state: RepoState, record: LedgerRecord) -> str:
+    entries = state.files.entries()
+    return entries[record.log].blob
+
+

@@ -1,0 +1,222 @@
+"""Safe YAML loading that keeps line numbers.
+
+Built on the parser's event stream (libyaml's C parser when present) rather than on a
+constructor, so that every limit is ours to enforce: no custom tags, no duplicate keys, a
+node budget that counts alias expansion ("billion laughs"), a nesting limit, a size limit and
+strict UTF-8. Mapping keys are kept as the text written (so `1001:` and `yes:` stay strings),
+timestamps stay strings (JSON Schema validates them), and every value and key remembers its line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+try:  # the C parser is several times faster; fall back silently when libyaml is absent
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - depends on the build of PyYAML
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+MAX_BYTES = 1024 * 1024
+NODE_BUDGET = 50_000
+MAX_DEPTH = 64
+
+Path_ = tuple[str | int, ...]
+
+_STR = "tag:yaml.org,2002:str"
+_SCALAR_TAGS = {
+    _STR,
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:timestamp",
+}
+_constructor = yaml.constructor.SafeConstructor()
+
+
+class YamlProblem(Exception):
+    """A file that cannot be loaded. `code` is the stable problem code, `line` 1-based."""
+
+    def __init__(self, code: str, message: str, line: int | None = 1) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.line = line
+
+
+@dataclass
+class Document:
+    """Loaded data plus where each node stands: value lines and key lines by path."""
+
+    data: Any
+    value_lines: dict[Path_, int] = field(default_factory=dict)
+    key_lines: dict[Path_, int] = field(default_factory=dict)
+
+    def line_of(self, path: Path_, *, key: bool = False) -> int:
+        """The most specific known line for `path` (the key's line when `key`)."""
+        if key and path in self.key_lines:
+            return self.key_lines[path]
+        p = tuple(path)
+        while p:
+            if p in self.value_lines:
+                return self.value_lines[p]
+            p = p[:-1]
+        return self.value_lines.get((), 1)
+
+
+def decode(raw: bytes) -> str:
+    if len(raw) > MAX_BYTES:
+        raise YamlProblem("YAML_TOO_LARGE", f"file is {len(raw)} bytes; the limit is {MAX_BYTES} (1 MiB)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise YamlProblem("YAML_ENCODING", f"file is not valid UTF-8 (byte {exc.start})", line) from None
+
+
+def load(raw: bytes) -> Document:
+    """Parse one YAML document from bytes. Raises YamlProblem for anything we refuse."""
+    text = decode(raw)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    loader = _Loader(text)
+    try:
+        return _Builder(loader).build()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        reason = exc.problem or str(exc)
+        lines = text.splitlines()
+        if 0 < line <= len(lines) and "\t" in lines[line - 1][: mark.column + 1 if mark else None]:
+            reason += " (a tab: YAML is indented with spaces)"
+        raise YamlProblem("YAML_PARSE", f"YAML does not parse: {reason}", line) from None
+    except yaml.YAMLError as exc:
+        raise YamlProblem("YAML_PARSE", f"YAML does not parse: {exc}", 1) from None
+    except RecursionError:
+        raise YamlProblem("YAML_DEPTH", f"YAML nests deeper than {MAX_DEPTH} levels", 1) from None
+    finally:
+        loader.dispose()
+
+
+class _Builder:
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.doc = Document(data=None)
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.nodes = 0
+
+    def _count(self, n: int, line: int) -> None:
+        self.nodes += n
+        if self.nodes > NODE_BUDGET:
+            raise YamlProblem(
+                "YAML_ALIAS_BUDGET",
+                f"YAML expands to more than {NODE_BUDGET} nodes (alias expansion or sheer size); refused",
+                line,
+            )
+
+    def build(self) -> Document:
+        ld = self.loader
+        ld.get_event()  # StreamStart
+        if ld.check_event(yaml.StreamEndEvent):
+            self.doc.data = None
+            return self.doc
+        ld.get_event()  # DocumentStart
+        data, _ = self._node((), 0)
+        ld.get_event()  # DocumentEnd
+        if not ld.check_event(yaml.StreamEndEvent):
+            ev = ld.peek_event()
+            raise YamlProblem("YAML_PARSE", "file holds more than one YAML document", ev.start_mark.line + 1)
+        self.doc.data = data
+        return self.doc
+
+    def _node(self, path: Path_, depth: int) -> tuple[Any, int]:
+        """Build the next node; returns (value, node count including expansions)."""
+        ev = self.loader.get_event()
+        line = ev.start_mark.line + 1
+        if isinstance(ev, yaml.AliasEvent):
+            if ev.anchor not in self.anchors:
+                raise YamlProblem("YAML_PARSE", f"alias *{ev.anchor} is used before its anchor", line)
+            value, size = self.anchors[ev.anchor]
+            self._count(size, line)
+            self.doc.value_lines[path] = line
+            return value, size
+        if depth > MAX_DEPTH:
+            raise YamlProblem("YAML_DEPTH", f"YAML nests deeper than {MAX_DEPTH} levels", line)
+        self._count(1, line)
+        self.doc.value_lines[path] = line
+        tag = getattr(ev, "tag", None)
+        if isinstance(ev, yaml.ScalarEvent):
+            value = self._scalar(ev, line)
+            size = 1
+        elif isinstance(ev, yaml.SequenceStartEvent):
+            self._check_tag(tag, "tag:yaml.org,2002:seq", line)
+            value, size = self._sequence(path, depth)
+        elif isinstance(ev, yaml.MappingStartEvent):
+            self._check_tag(tag, "tag:yaml.org,2002:map", line)
+            value, size = self._mapping(path, depth)
+        else:  # pragma: no cover - the parser guarantees node events here
+            raise YamlProblem("YAML_PARSE", f"unexpected YAML event {type(ev).__name__}", line)
+        anchor = getattr(ev, "anchor", None)
+        if anchor is not None:
+            self.anchors[anchor] = (value, size)
+        return value, size
+
+    @staticmethod
+    def _check_tag(tag: str | None, allowed: str, line: int) -> None:
+        if tag not in (None, "!", allowed):
+            raise YamlProblem("YAML_TAG", f"YAML tag {tag} is not allowed (only plain data is accepted)", line)
+
+    def _scalar(self, ev: Any, line: int) -> Any:
+        tag = ev.tag
+        if tag is None or tag == "!":
+            if tag == "!" or ev.style in ("'", '"', "|", ">"):
+                tag = _STR
+            else:
+                tag = self.loader.resolve(yaml.ScalarNode, ev.value, (True, False))
+        if tag not in _SCALAR_TAGS:
+            raise YamlProblem("YAML_TAG", f"YAML tag {tag} is not allowed (only plain data is accepted)", line)
+        if tag in (_STR, "tag:yaml.org,2002:timestamp"):
+            return ev.value
+        node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark, ev.style)
+        try:
+            return _constructor.construct_object(node, deep=True)
+        except (ValueError, yaml.YAMLError):
+            raise YamlProblem("YAML_PARSE", f"cannot read scalar {ev.value!r} as {tag.rsplit(':', 1)[-1]}", line) from None
+
+    def _sequence(self, path: Path_, depth: int) -> tuple[list[Any], int]:
+        items: list[Any] = []
+        size = 1
+        while not self.loader.check_event(yaml.SequenceEndEvent):
+            value, n = self._node((*path, len(items)), depth + 1)
+            items.append(value)
+            size += n
+        self.loader.get_event()
+        return items, size
+
+    def _mapping(self, path: Path_, depth: int) -> tuple[dict[str, Any], int]:
+        result: dict[str, Any] = {}
+        size = 1
+        while not self.loader.check_event(yaml.MappingEndEvent):
+            kev = self.loader.get_event()
+            kline = kev.start_mark.line + 1
+            if not isinstance(kev, yaml.ScalarEvent):
+                raise YamlProblem("YAML_PARSE", "mapping keys must be plain scalars", kline)
+            if kev.tag not in (None, "!", _STR):
+                raise YamlProblem("YAML_TAG", f"YAML tag {kev.tag} is not allowed on a key", kline)
+            key = kev.value
+            if key == "<<" and kev.style not in ("'", '"'):
+                raise YamlProblem("YAML_MERGE", "YAML merge keys (<<) are not supported; write the keys out", kline)
+            if key in result:
+                first = self.doc.key_lines.get((*path, key))
+                where = f" (first at line {first})" if first else ""
+                raise YamlProblem("YAML_DUPLICATE_KEY", f"duplicate key {key!r}{where}", kline)
+            self._count(1, kline)
+            self.doc.key_lines[(*path, key)] = kline
+            value, n = self._node((*path, key), depth + 1)
+            result[key] = value
+            size += n + 1
+        self.loader.get_event()
+        return result, size
