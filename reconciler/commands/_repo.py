@@ -12,6 +12,14 @@ from reconciler.state import RepoState, load_commit_state
 def branch_state(path: Path, branch: str | None = None) -> RepoState | None:
     """The committed state of the deployment branch, or None when it has no commits yet."""
     repo = git.open_repo(path)
+    tip = git.resolve(repo, f"refs/heads/{deployment_branch(repo, branch)}")
+    if tip is None:
+        return None
+    return load_commit_state(repo, tip)
+
+
+def deployment_branch(repo: git.Repo, branch: str | None = None) -> str:
+    """The deployment branch: the flag, else `branch:` in HEAD's reconciler.yaml, else HEAD's branch."""
     settings_branch = None
     head = git.resolve(repo, "HEAD")
     if head is not None and branch is None:
@@ -22,7 +30,4 @@ def branch_state(path: Path, branch: str | None = None) -> RepoState | None:
     name = branch or settings_branch or git.head_branch(repo)
     if name is None:
         raise UserError("HEAD is detached and no branch is configured (set `branch:` in reconciler.yaml)")
-    tip = git.resolve(repo, f"refs/heads/{name}")
-    if tip is None:
-        return None
-    return load_commit_state(repo, tip)
+    return name
