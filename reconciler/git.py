@@ -249,3 +249,100 @@ def commit_paths(repo: Repo, paths: list[str], message: str) -> str:
     identity = [] if configured else ["-c", "user.name=reconciler", "-c", "user.email=reconciler@localhost"]
     repo.git(*identity, "commit", "-q", "-m", message, "--", *paths)
     return repo.git("rev-parse", "HEAD").decode().strip()
+
+
+# -- remotes ---------------------------------------------------------------------------------------
+
+class RemoteUnreachable(Exception):
+    """The remote could not be reached (network, auth, missing repo); not a rejection."""
+
+
+def upstream_remote(repo: Repo, branch: str) -> str | None:
+    out = repo.git("config", "--get", f"branch.{branch}.remote", check=False).decode().strip()
+    return out if out and out != "." else None
+
+
+def fetch(repo: Repo, remote: str, branch: str) -> str | None:
+    """Fetch the remote branch into refs/remotes/<remote>/<branch>; its tip, or None if it has none."""
+    tracking = f"refs/remotes/{remote}/{branch}"
+    try:
+        repo.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote,
+                 f"+refs/heads/{branch}:{tracking}")
+    except GitError as exc:
+        if "couldn't find remote ref" in exc.stderr:
+            return None
+        raise RemoteUnreachable(f"cannot fetch {branch} from {remote}: {exc.stderr.strip()[:300]}") from None
+    return resolve(repo, tracking)
+
+
+def push(repo: Repo, remote: str, commit: str, branch: str) -> bool:
+    """Push `commit` to the remote branch without force; False when rejected (someone pushed first)."""
+    proc = subprocess.run(["git", "--git-dir", str(repo.git_dir), "push", "--porcelain", "--quiet", remote,
+                           f"{commit}:refs/heads/{branch}"], capture_output=True,
+                          env={**os.environ, **_BASE_ENV}, check=False)
+    if proc.returncode == 0:
+        return True
+    text = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    if "[rejected]" in text or "non-fast-forward" in text or "fetch first" in text or "stale info" in text \
+            or "[remote rejected]" in text and "cannot lock ref" in text:
+        return False
+    raise RemoteUnreachable(f"cannot push to {remote}: {text.strip()[:300]}")
+
+
+def tree_entries(repo: Repo, commit: str, paths: list[str]) -> dict[str, str]:
+    """path -> blob id at `commit` for those of `paths` that exist there."""
+    if not paths:
+        return {}
+    out = repo.git("-c", "core.quotePath=false", "ls-tree", "-z", "--full-tree", commit, "--", *paths)
+    found = {}
+    for item in out.split(b"\0"):
+        if item:
+            meta, _, path = item.partition(b"\t")
+            found[path.decode()] = meta.decode().split()[2]
+    return found
+
+
+def changed_paths(repo: Repo, old: str, new: str) -> list[str]:
+    out = repo.git("-c", "core.quotePath=false", "diff", "--name-only", "-z", "--no-renames", old, new)
+    return [p.decode() for p in out.split(b"\0") if p]
+
+
+def commits_in(repo: Repo, base: str, tip: str) -> list[tuple[str, bool]]:
+    """(commit, made by the reconciler) for commits in base..tip, oldest first."""
+    out = repo.git("log", "--reverse", "--format=%x1e%H%n%B", f"{base}..{tip}")
+    found = []
+    for chunk in out.decode("utf-8", "replace").split("\x1e"):
+        if chunk.strip():
+            sha, _, body = chunk.partition("\n")
+            found.append((sha.strip(), any(line.startswith(TRAILER) for line in body.splitlines())))
+    return found
+
+
+def merge_base(repo: Repo, a: str, b: str) -> str | None:
+    out = repo.git("merge-base", a, b, check=False).decode().strip()
+    return out or None
+
+
+def advance_worktree(repo: Repo, old: str, new: str) -> bool:
+    """Fast-forward the checked-out index and working tree from `old` to `new` (like `merge --ff-only`).
+
+    False when local uncommitted changes are in the way; nothing is overwritten then.
+    """
+    if repo.top is None:
+        return True
+    return _returncode_wt(repo, "read-tree", "-m", "-u", old, new) == 0
+
+
+def _returncode_wt(repo: Repo, *args: str) -> int:
+    assert repo.top is not None
+    proc = subprocess.run(["git", "--git-dir", str(repo.git_dir), "--work-tree", str(repo.top), *args],
+                          capture_output=True, env={**os.environ, **_BASE_ENV}, cwd=repo.top, check=False)
+    return proc.returncode
+
+
+def repair_ledger_checkout(repo: Repo, ledger_dir: str) -> None:
+    """If a pass died between moving the branch and writing the ledger files, put them in step."""
+    if repo.top is None:
+        return
+    if _returncode_wt(repo, "diff", "--quiet", "HEAD", "--", ledger_dir) != 0:
+        repo.git("checkout", "HEAD", "--", ledger_dir, check=False)

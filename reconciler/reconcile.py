@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from reconciler import __version__, git
+from reconciler.branch_store import BranchStore, ClaimLost
 from reconciler.engine import BuildLog, Interrupted, JobRunner, RunContext
 from reconciler.errors import UserError
 from reconciler.ledger import LedgerRecord, Owner, UserResult, new_build_id
@@ -40,46 +41,12 @@ class PassResult:
     plan: Plan
     ran: list[LedgerRecord] = field(default_factory=list)
     skipped_in_flight: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # claimed by another reconciler first
     interrupted: bool = False
 
     @property
     def failed(self) -> bool:
         return any(r.status == "FAILURE" for r in self.ran)
-
-
-class BranchStore:
-    """Commits ledger files onto the branch (status-only commits), keeping a checked-out ledger in step."""
-
-    def __init__(self, repo: git.Repo, branch: str, tip: str, state: RepoState, redactor: Redactor) -> None:
-        self.repo = repo
-        self.ref = f"refs/heads/{branch}"
-        self.tip = tip
-        self.ledger = state.ledger
-        self.author = (state.settings.commit_name, state.settings.commit_email)
-        self.checked_out = repo.top is not None and git.head_branch(repo) == branch
-        self.redactor = redactor
-        self.commits = 0
-
-    def save(self, record: LedgerRecord, log: BuildLog, message: str) -> None:
-        files = {
-            self.ledger.path(record.job): self.redactor(record.to_json()).encode("utf-8"),
-            self.ledger.log_path(record.build_id): log.text().encode("utf-8"),
-        }
-        body = f"{message}\n\n{git.TRAILER} {record.build_id}\n"
-        for _ in range(20):
-            commit = git.commit_files(self.repo, parent=self.tip, files=files, message=body, author=self.author)
-            if git.update_ref(self.repo, self.ref, commit, self.tip):
-                self.tip = commit
-                self.commits += 1
-                if self.checked_out:
-                    git.sync_worktree(self.repo, commit, list(files))
-                return
-            # someone committed to the branch meanwhile: replay our status-only change on top of theirs
-            moved = git.resolve(self.repo, self.ref)
-            if moved is None:
-                raise UserError(f"branch {self.ref} disappeared during the pass")
-            self.tip = moved
-        raise UserError(f"could not update {self.ref}: it keeps moving; try again")
 
 
 def owner_alive(owner: Owner) -> bool | None:
@@ -153,32 +120,72 @@ def _fail_interrupted(record: LedgerRecord, state: RepoState, store: BranchStore
     log(f"build {record.build_id} was interrupted; on_interrupt is fail")
     final = record.with_blocks(blocks, status="FAILURE", error="interrupted", finished_at=utcnow(),
                                lease_expires_at=None)
-    store.save(final, log, f"status: {record.job} FAILURE (interrupted)")
+    store.save(final, log.text(), f"status: {record.job} FAILURE (interrupted)")
     return final
+
+
+def sync_with_remote(repo: git.Repo, branch: str, remote: str, ledger_dir: str,
+                     store_factory: Callable[[str], BranchStore]) -> str:
+    """Fetch and fast-forward; push status commits a crashed pass left unpushed. Returns the tip to use."""
+    local = git.resolve(repo, f"refs/heads/{branch}")
+    remote_tip = git.fetch(repo, remote, branch)
+    if remote_tip is None:
+        raise UserError(f"remote {remote!r} has no branch {branch!r}; push the deployment branch first")
+    if local is None or local == remote_tip or git.is_ancestor(repo, local, remote_tip):
+        store = store_factory(remote_tip)
+        store.follow_local(remote_tip)
+        return remote_tip
+    base = git.merge_base(repo, local, remote_tip) or remote_tip
+    foreign = [sha for sha, ours in git.commits_in(repo, base, local) if not ours]
+    if foreign:
+        raise UserError(f"local branch {branch!r} has {len(foreign)} commit(s) that are not on {remote!r} "
+                        f"(first {foreign[0][:12]}); push or drop them, then reconcile again")
+    # only our own status commits are ahead (a pass stopped before pushing): replay them on the remote
+    store = store_factory(local)
+    store.carry_onto(remote_tip)
+    if store.tip != remote_tip:
+        if not git.push(repo, remote, store.tip, branch):
+            raise UserError(f"remote {remote!r} moved while replaying status commits; reconcile again")
+    store.follow_local(store.tip)
+    return store.tip
 
 
 def run_pass(options: PassOptions) -> PassResult:
     repo = git.open_repo(options.repo)
     started = utcnow()
     with RepoLock(repo.state_dir, wait=options.lock_wait):
-        branch = options.branch or git.head_branch(repo)
+        branch = options.branch or _configured(repo, "branch") or git.head_branch(repo)
         if branch is None:
             raise UserError("HEAD is detached and no branch is configured; set `branch:` in reconciler.yaml "
                             "or check out the deployment branch")
         tip = git.resolve(repo, f"refs/heads/{branch}")
+        remote = options.remote or _configured(repo, "remote") or git.upstream_remote(repo, branch)
+        redactor = Redactor()
+
+        def make_store(at: str, ledger_dir: str = "status", author: tuple[str, str] = ("", "")) -> BranchStore:
+            return BranchStore(repo, branch, at, ledger_dir, author, redactor, remote, options.events)
+
+        if remote is not None:
+            try:
+                tip = sync_with_remote(repo, branch, remote, _configured(repo, "ledger_dir") or "status",
+                                       make_store)
+            except git.RemoteUnreachable as exc:
+                raise UserError(str(exc)) from None
         if tip is None:
             raise UserError(f"branch {branch!r} has no commits yet; commit the deployment repo first")
         state = load_commit_state(repo, tip, {"concurrency": options.concurrency})
         if state.settings_problems:
             first = state.settings_problems[0]
             raise UserError(f"{first.as_text()}; fix reconciler.yaml before reconciling")
+        if repo.top is not None and git.head_branch(repo) == branch:
+            git.repair_ledger_checkout(repo, state.settings.ledger_dir)
         plan = state.plan()
         result = PassResult(plan)
-        redactor = Redactor()
-        store = BranchStore(repo, branch, tip, state, redactor)
+        settings = state.settings
+        store = make_store(tip, settings.ledger_dir, (settings.commit_name, settings.commit_email))
         ctx = RunContext(desired=state.desired, repo_root=repo.root, env=options.env, redactor=redactor,
-                         store=store, concurrency=state.settings.concurrency,
-                         lease_seconds=state.settings.lease_seconds, stop=options.stop, on_user=options.on_user)
+                         store=store, concurrency=settings.concurrency, lease_seconds=settings.lease_seconds,
+                         stop=options.stop, on_user=options.on_user, work_root=repo.state_dir / "work")
         now = utcnow()
         for job in plan.in_flight:
             record = state.ledger.records[job]
@@ -198,11 +205,30 @@ def run_pass(options: PassOptions) -> PassResult:
             record = claim_record(state, job, started)
             log = BuildLog(redactor)
             log(f"job {job} claimed by {record.owner.host} pid {record.owner.pid} as build {record.build_id}")
-            store.save(record, log, f"status: claim {job}")
+            try:
+                store.save(record, log.text(), f"status: claim {job}", claim=True,
+                           job_path=state.desired.job_files[job].path)
+            except ClaimLost as lost:
+                result.lost.append(job)
+                options.events("job.skipped", {"job": job, "reason": str(lost)})
+                continue
             options.events("job.claimed", {"job": job, "build_id": record.build_id})
             if not _run_one(ctx, state, store, record, options, result, log=log):
                 break
         return result
+
+
+def _configured(repo: git.Repo, key: str) -> str | None:
+    """A setting from reconciler.yaml at the local branch tip, before the remote is fetched."""
+    head = git.resolve(repo, "HEAD")
+    if head is None:
+        return None
+    from reconciler.source import SETTINGS_FILE
+    from reconciler.state import settings_at
+
+    settings = settings_at(git.GitTree(repo, head, (SETTINGS_FILE,)))[0]
+    value = getattr(settings, key)
+    return str(value) if value is not None else None
 
 
 def _run_one(ctx: RunContext, state: RepoState, store: BranchStore, record: LedgerRecord, options: PassOptions,
@@ -212,7 +238,8 @@ def _run_one(ctx: RunContext, state: RepoState, store: BranchStore, record: Ledg
     if log is None:
         previous = ""
         try:
-            previous = git.read_blobs(store.repo, [_log_blob(state, record)]).popitem()[1].decode("utf-8", "replace")
+            blob = _log_blob(state, record)
+            previous = git.read_blobs(store.repo, [blob])[blob].decode("utf-8", "replace")
         except (git.GitError, KeyError):
             previous = ""
         log = BuildLog(ctx.redactor, previous)
@@ -227,6 +254,10 @@ def _run_one(ctx: RunContext, state: RepoState, store: BranchStore, record: Ledg
     options.events("job.started", {"job": record.job, "build_id": record.build_id})
     try:
         final = JobRunner(ctx, job, record, log).run()
+    except ClaimLost as lost:
+        result.lost.append(record.job)
+        options.events("job.lost", {"job": record.job, "build_id": record.build_id, "reason": str(lost)})
+        return True
     except Interrupted as stop:
         result.ran.append(stop.record)
         result.interrupted = True
