@@ -68,6 +68,7 @@ class RunContext:
     lease_seconds: int = 600
     stop: threading.Event = field(default_factory=threading.Event)
     on_user: Callable[[str, str, str], None] | None = None  # (job, user, status) for progress
+    work_root: Path | None = None  # drivers' private scratch space, under .git/reconciler/
     _content: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
     def content_of(self, definition: Definition) -> dict[str, bytes]:
@@ -138,14 +139,15 @@ def prepare_user(ctx: RunContext, job: Job, build_id: str, block: Block, server:
     params = {k: resolve(v) for k, v in param_values.items()}
     public = {k: ({"secret": v.env} if isinstance(v, SecretRef) else v) for k, v in param_values.items()}
     assets: dict[str, bytes] = {}
-    if block.action != "DESTROY":
-        for rel, data in sorted(ctx.content_of(definition).items()):
-            text = as_text(data)
-            rendered = data if text is None else render(text, content_text).encode("utf-8")
-            reason = broken_reason(rel, rendered) if text is not None else None
-            if reason:
-                broken.append(reason)
-            assets[rel] = rendered
+    for rel, data in sorted(ctx.content_of(definition).items()):
+        text = as_text(data)
+        rendered = data if text is None else render(text, content_text).encode("utf-8")
+        # DESTROY needs no content tokens (SPEC 3.4): its content (e.g. a Terraform module) is handed over
+        # as far as it renders, and never judged broken
+        reason = broken_reason(rel, rendered) if text is not None and block.action != "DESTROY" else None
+        if reason:
+            broken.append(reason)
+        assets[rel] = rendered
     digest = hashlib.sha256()
     for rel, data in sorted(assets.items()):
         digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
@@ -251,8 +253,9 @@ class JobRunner:
                     self.log(f"WARNING {p.user}: deploying despite broken assets (on_failure: force): "
                              + "; ".join(p.broken))
                 queue.append(p)
-        driver = drivers.create(server.driver_type, server.driver,
-                                DriverContext(self.ctx.repo_root, None, self.ctx.env))
+        context = DriverContext(self.ctx.repo_root, None, self.ctx.env, work_root=self.ctx.work_root,
+                                add_secret=self.ctx.redactor.add)
+        driver = drivers.create(server.driver_type, server.driver, context)
         return self._deploy(block, driver, queue)
 
     def _deploy(self, block: Block, driver: Driver, queue: list[Prepared]) -> bool:

@@ -38,11 +38,19 @@ class Outcome:
     reason: str = ""
 
 
+def _ignore_secret(secret: str) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class DriverContext:
     repo_root: Path
     content_root: Path | None  # where the definition content is checked out, for drivers that need files
     env: dict[str, str]
+    #: private scratch space under `.git/reconciler/` (never the working tree); None outside a reconcile pass
+    work_root: Path | None = None
+    #: registers a value (e.g. an auth token read from `env`) with the build's redactor before it is used
+    add_secret: Callable[[str], None] = _ignore_secret
 
 
 class Driver(ABC):
