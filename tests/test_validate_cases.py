@@ -52,7 +52,7 @@ def materialise(case: str, dest: Path) -> Path:
 def test_corpus_is_complete() -> None:
     assert len([c for c in ALL if c.startswith("valid/")]) >= 5
     produced = {p["code"] for c in ALL if c.startswith("invalid/") for p in expectation(c)["problems"]}
-    assert CODES <= produced, f"codes without an invalid case: {sorted(CODES - produced)}"
+    assert produced >= CODES, f"codes without an invalid case: {sorted(CODES - produced)}"
     for case in ALL:
         expected = expectation(case)["problems"]
         assert bool(expected) == case.startswith("invalid/"), case
@@ -79,7 +79,7 @@ def test_text_format_is_path_line_message(tmp_path: Path) -> None:
     result = run_cli("validate", "--repo", str(repo))
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert "jobs/deploy.yaml:6: blocks[0].users[1]" in lines[0] or lines[0].startswith("jobs/deploy.yaml:6: ")
+    assert lines[0].startswith("jobs/deploy.yaml:6: ")
     assert "'ghost'" in lines[0] and "REF_USER" in lines[0]
     assert lines[1].startswith("jobs/deploy.yaml:9: ") and "'u2'" in lines[1]
     assert lines[-1] == "2 problem(s) found"
