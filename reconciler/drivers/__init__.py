@@ -7,12 +7,14 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
-from reconciler.drivers.base import Driver, DriverContext, SettingsProblem
+from reconciler.drivers.base import DeployRequest, Driver, DriverContext, Outcome, SettingsProblem
 from reconciler.settings import Settings
 
 ENTRY_POINT_GROUP = "reconciler.drivers"
 BUILTIN = {
     "local": "reconciler.drivers.local:LocalDriver",
+    "http": "reconciler.drivers.http:HttpDriver",
+    "command": "reconciler.drivers.command:CommandDriver",
 }
 
 
@@ -43,5 +45,22 @@ def settings_problems(kind: str, settings: dict[str, Any], repo: Settings) -> li
         return [(("type",), f"driver {kind!r} cannot be loaded: {exc}", "DRIVER_UNKNOWN")]
 
 
+class Unavailable(Driver):
+    """Stands in for a driver that could not be created: every user fails with the reason, so the
+    job's failure policy applies exactly as for any other driver error."""
+
+    def __init__(self, settings: dict[str, Any], context: DriverContext, reason: str) -> None:
+        super().__init__(settings, context)
+        self.reason = reason
+
+    def plan(self, request: DeployRequest) -> Outcome:
+        return Outcome("FAILED", self.reason)
+
+    apply = destroy = plan
+
+
 def create(kind: str, settings: dict[str, Any], context: DriverContext) -> Driver:
-    return driver_class(kind)(settings, context)
+    try:
+        return driver_class(kind)(settings, context)
+    except Exception as exc:  # a plugin that cannot load or start fails its users, never the pass
+        return Unavailable(settings, context, f"driver {kind!r} could not start: {type(exc).__name__}: {exc}")
