@@ -346,3 +346,46 @@ def repair_ledger_checkout(repo: Repo, ledger_dir: str) -> None:
         return
     if _returncode_wt(repo, "diff", "--quiet", "HEAD", "--", ledger_dir) != 0:
         repo.git("checkout", "HEAD", "--", ledger_dir, check=False)
+
+
+# -- triggers (push hook, watch daemon) --------------------------------------------------------------
+
+ZERO = "0" * 40
+
+
+def ls_remote(repo: Repo, remote: str, branch: str) -> str | None:
+    """The remote branch's tip without fetching; None when the remote has no such branch."""
+    try:
+        out = repo.git("ls-remote", "--heads", remote, f"refs/heads/{branch}").decode()
+    except GitError as exc:
+        raise RemoteUnreachable(f"cannot reach {remote}: {exc.stderr.strip()[:300]}") from None
+    for line in out.splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref == f"refs/heads/{branch}":
+            return sha
+    return None
+
+
+def clone(source: Path, dest: Path, branch: str) -> Repo:
+    run(["clone", "--quiet", "--branch", branch, "--origin", "origin", str(source), str(dest)])
+    return open_repo(dest)
+
+
+def hooks_dir(repo: Repo) -> Path:
+    """Where git looks for this repository's hooks (honours core.hooksPath)."""
+    out = repo.git("rev-parse", "--git-path", "hooks").decode().strip()
+    path = Path(out)
+    return path if path.is_absolute() else repo.git_dir / path
+
+
+def status_only(repo: Repo, old: str, new: str, ledger_dir: str) -> bool:
+    """True when every commit in old..new is a reconciler status commit touching only the ledger."""
+    if old == ZERO:
+        return False
+    prefix = ledger_dir + "/"
+    files: dict[str, list[str]] = {}
+    for change in changes(repo, new, (), since=old):
+        files.setdefault(change.commit, []).append(change.path)
+    commits = commits_in(repo, old, new)
+    return bool(commits) and all(ours and all(p.startswith(prefix) for p in files.get(sha, []))
+                                 for sha, ours in commits)
