@@ -1,0 +1,57 @@
+"""The JSON API (`/api/...`), `/healthz` and `/metrics`. Read-only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from reconciler.web.app import Ctx
+from reconciler.web.models import Health, JobDetail, JobRow, PassState
+
+router = APIRouter()
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job or build on the branch"}}
+
+
+@router.get("/api/jobs", response_model=list[JobRow], tags=["api"],
+            summary="The job list, exactly as `reconciler status --format json`")
+def list_jobs(ctx: Ctx) -> list[dict[str, Any]]:
+    return ctx.cache.rows()
+
+
+@router.get("/api/jobs/{job}", response_model=JobDetail, response_model_exclude_unset=True, tags=["api"],
+            responses=NOT_FOUND, summary="One job: blocks, per-user results with reasons, its ledger record")
+def get_job(job: str, ctx: Ctx) -> dict[str, Any]:
+    detail = ctx.cache.detail(job)
+    if detail is None:
+        raise HTTPException(404, f"no job {job!r} on the deployment branch")
+    return detail
+
+
+@router.get("/api/builds/{build_id}/log", response_class=PlainTextResponse, tags=["api"],
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **NOT_FOUND},
+            summary="A build's log (redacted), as committed so far")
+def get_log(build_id: str, ctx: Ctx) -> PlainTextResponse:
+    text = ctx.cache.log(build_id)
+    if text is None:
+        raise HTTPException(404, f"no log for build {build_id!r} on the deployment branch")
+    return PlainTextResponse(text, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/healthz", response_model=Health, tags=["ops"], summary="Liveness, branch tip, pass runner")
+def healthz(ctx: Ctx) -> Health:
+    last = ctx.runner.last
+    busy = ctx.runner.busy
+    return Health(status="ok", branch=ctx.cache.branch, tip=ctx.cache.tip(),
+                  webhooks_enabled=bool(ctx.secret),
+                  passes=PassState(running=busy["running"], queued=busy["queued"],
+                                   last_outcome=last.outcome if last else None,
+                                   last_finished_at=last.finished_at if last else None))
+
+
+@router.get("/metrics", response_class=Response, tags=["ops"], summary="Prometheus metrics",
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+def metrics(ctx: Ctx) -> Response:
+    return Response(ctx.metrics.render(ctx.cache.rows()), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,70 @@
+"""The committed state of the deployment branch, cached by its tip commit so page loads are cheap."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from reconciler import git
+from reconciler.commands._repo import deployment_branch
+from reconciler.listing import job_detail, job_rows
+from reconciler.state import RepoState, load_commit_state
+
+
+class StateCache:
+    """One `RepoState` per branch tip: a new commit (a push, a status commit) loads it again."""
+
+    def __init__(self, path: Path, branch: str | None = None) -> None:
+        self.repo = git.open_repo(path)
+        self.branch = deployment_branch(self.repo, branch)
+        self._lock = threading.Lock()
+        self._tip: str | None = None
+        self._state: RepoState | None = None
+
+    def tip(self) -> str | None:
+        return git.resolve(self.repo, f"refs/heads/{self.branch}")
+
+    def get(self) -> RepoState | None:
+        """The state at the branch tip now, or None while the branch has no commits."""
+        tip = self.tip()
+        if tip is None:
+            return None
+        with self._lock:
+            if tip != self._tip or self._state is None:
+                self._state = load_commit_state(self.repo, tip)
+                self._tip = tip
+            return self._state
+
+    def rows(self) -> list[dict[str, Any]]:
+        state = self.get()
+        if state is None:
+            return []
+        with self._lock:  # the plan reads the state's lazily loaded files: one reader at a time
+            return job_rows(state)
+
+    def detail(self, job: str) -> dict[str, Any] | None:
+        state = self.get()
+        if state is None:
+            return None
+        with self._lock:
+            return job_detail(state, job)
+
+    def read(self, path: str) -> bytes | None:
+        """One file of the current tip (e.g. a job's YAML as committed)."""
+        state = self.get()
+        if state is None:
+            return None
+        with self._lock:
+            if path not in state.files.entries():
+                return None
+            return state.files.read_many([path]).get(path)
+
+    def log(self, build_id: str) -> str | None:
+        from reconciler.commands.logs import build_log
+
+        state = self.get()
+        if state is None:
+            return None
+        with self._lock:
+            return build_log(state, build_id)
