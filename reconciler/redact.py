@@ -27,7 +27,12 @@ class Redactor:
             forms.add(encoded)
             forms.add(encoded.rstrip("="))
         # base64 of a secret embedded in a longer text (e.g. Basic auth "user:secret") shifts alignment;
-        # cover the three alignments with their stable inner part.
+        # cover the three alignments with their stable inner part. At alignment 0 the whole 3-byte
+        # groups are stable; only the last partial group depends on what follows.
+        aligned = raw[: len(raw) - len(raw) % 3]
+        if len(aligned) >= 6:
+            for encoder in (base64.b64encode, base64.urlsafe_b64encode):
+                forms.add(encoder(aligned).decode())
         for shift in (1, 2):
             inner = base64.b64encode(b"\0" * shift + raw).decode()
             core = inner[4:-4] if len(inner) > 12 else ""
