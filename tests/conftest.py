@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +99,77 @@ def make_repo(tmp_path: Path) -> Callable[..., Path]:
         return repo
 
     return factory
+
+
+# --- `reconciler serve` as a real subprocess on 127.0.0.1 (tests/test_web_*.py) ---------------------------
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
+class ServeProcess:
+    """A running `reconciler serve --port 0`; its structured stderr goes to a file (never a full pipe)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.proc, self.url, self.log = proc, url, log
+
+    def get(self, path: str, **kwargs: object) -> Any:
+        import httpx
+
+        return httpx.get(self.url + path.lstrip("/"), timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def post(self, path: str, **kwargs: object) -> Any:
+        import httpx
+
+        return httpx.post(self.url + path.lstrip("/"), timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def events(self) -> list[dict[str, Any]]:
+        import json
+
+        return [json.loads(line) for line in self.log.read_text("utf-8").splitlines() if line.startswith("{")]
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
+    """start(repo, *flags, secret=WEBHOOK_SECRET) -> ServeProcess; stopped (SIGTERM) after the test."""
+    started: list[ServeProcess] = []
+
+    def start(repo: Path, *flags: str, secret: str | None = WEBHOOK_SECRET) -> ServeProcess:
+        import json
+        import time
+
+        log = tmp_path / f"serve-{len(started)}.log"
+        env = {**os.environ, **GIT_ENV}
+        env.pop("RECONCILER_WEBHOOK_SECRET", None)
+        if secret is not None:
+            env["RECONCILER_WEBHOOK_SECRET"] = secret
+        with log.open("wb") as sink:
+            proc = subprocess.Popen([sys.executable, "-m", "reconciler", "serve", "--repo", str(repo),
+                                     "--port", "0", *flags], stdout=sink, stderr=sink, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for line in log.read_text("utf-8").splitlines():
+                if '"serve.started"' in line:
+                    server = ServeProcess(proc, json.loads(line)["url"], log)
+                    started.append(server)
+                    return server
+            if proc.poll() is not None:
+                raise AssertionError(f"serve exited {proc.returncode}: {log.read_text('utf-8')}")
+            time.sleep(0.05)
+        proc.kill()
+        raise AssertionError(f"serve did not start: {log.read_text('utf-8')}")
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.stop()
+
+
+def github_signature(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
+    import hashlib
+    import hmac
+
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
