@@ -11,10 +11,6 @@ import argparse
 import sys
 
 from reconciler import git
-from reconciler.check import run_check
-from reconciler.check_report import github, markdown, text
-from reconciler.output import emit_json
-from reconciler.timeutil import utcnow
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.check import run_check  # the engine and pydantic: only when the command runs
+    from reconciler.check_report import github, markdown, text
+    from reconciler.output import emit_json
+    from reconciler.timeutil import utcnow
+
     repo = git.open_repo(args.repo)
     result = run_check(repo, args.base, args.head, utcnow())
     if args.format == "json":

@@ -1,0 +1,144 @@
+"""The post-receive hook: real bare repositories, real `git push`, the real hook firing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import GIT_ENV, commit_all, git, run_cli, write
+
+JOB = """\
+blocks:
+  - definition: app
+    server: srv
+    users: all
+    content_tokens: {greeting: "%s"}
+"""
+SLOW = {"RECONCILER_FAILPOINTS": "user.before-apply=sleep:2"}  # every user deployment takes 2 s
+
+
+def push(clone: Path, *args: str, env: dict[str, str] | None = None,
+         rebase: bool = False) -> tuple[float, str]:
+    """Push like a person: when the reconciler pushed status commits meanwhile, pull --rebase and retry."""
+    for _ in range(10):
+        start = time.monotonic()
+        proc = subprocess.run(["git", "push", "-q", "origin", *args], cwd=clone, capture_output=True,
+                              text=True, env={**os.environ, **GIT_ENV, **(env or {})}, timeout=60,
+                              check=False)
+        if proc.returncode == 0:
+            return time.monotonic() - start, proc.stderr
+        assert rebase and "fetch first" in proc.stderr, proc.stderr
+        git(clone, "pull", "-q", "--rebase")
+    raise AssertionError("could not push")
+
+
+def record(bare: Path, job: str) -> dict[str, object] | None:
+    proc = subprocess.run(["git", "--git-dir", str(bare), "show", f"main:status/{job}.json"],
+                          capture_output=True, text=True, check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def log_text(bare: Path) -> str:
+    path = bare / "reconciler" / "hook.log"
+    return path.read_text("utf-8") if path.exists() else ""
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def settled(bare: Path) -> bool:
+    text = log_text(bare)
+    return text.count("pass started") == text.count("pass finished") > 0 and \
+        not (bare / "reconciler" / "pending").exists()
+
+
+def server_setup(make_repo: Callable[..., Path]) -> tuple[Path, Path]:
+    """A bare repository with the hook installed, and a clone to push from."""
+    source = make_repo("source")
+    bare = source.parent / "deploy.git"
+    git(source.parent, "clone", "-q", "--bare", str(source), str(bare))
+    result = run_cli("hook", "install", "--bare", str(bare))
+    assert result.returncode == 0, result.stderr
+    assert f"log: {bare.resolve() / 'reconciler' / 'hook.log'}" in result.stdout
+    clone = source.parent / "laptop"
+    git(source.parent, "clone", "-q", str(bare), str(clone))
+    return bare, clone
+
+
+def test_install_writes_an_executable_hook_and_refuses_foreign_ones(make_repo: Callable[..., Path]) -> None:
+    bare, _ = server_setup(make_repo)
+    hook = bare / "hooks" / "post-receive"
+    assert os.access(hook, os.X_OK)
+    assert "reconciler.push_hook post-receive" in hook.read_text("utf-8")
+    again = run_cli("hook", "install", "--bare", str(bare), "--branch", "main")
+    assert again.returncode == 0  # our own hook is replaced without --force
+    hook.write_text("#!/bin/sh\necho mine\n", "utf-8")
+    refused = run_cli("hook", "install", "--bare", str(bare))
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    assert hook.read_text("utf-8") == "#!/bin/sh\necho mine\n"
+    assert run_cli("hook", "install", "--bare", str(bare), "--force").returncode == 0
+    not_bare = run_cli("hook", "install", "--bare", str(make_repo("plain")))
+    assert not_bare.returncode == 2 and "not a bare repository" in not_bare.stderr
+
+
+def test_push_starts_a_background_pass_without_waiting(make_repo: Callable[..., Path]) -> None:
+    bare, clone = server_setup(make_repo)
+    write(clone, "jobs/first.yaml", JOB % "hello")
+    commit_all(clone, "add first")
+    took, stderr = push(clone, "main", env=SLOW)
+    assert took < 2.0, f"the push waited {took:.1f} s for the deployment"
+    assert f"tail -f {bare.resolve() / 'reconciler' / 'hook.log'}" in stderr  # where to look
+    assert record(bare, "first") is None or record(bare, "first")["status"] != "SUCCESS"  # type: ignore[index]
+    wait_for(lambda: (record(bare, "first") or {}).get("status") == "SUCCESS")
+    wait_for(lambda: settled(bare))
+    text = log_text(bare)
+    assert text.count("pass requested") == 1  # the pass's own status pushes started nothing
+    assert '"event": "job.finished"' in text and "first: SUCCESS" in text
+    deployed = bare / "reconciler" / "worktree" / ".deployments" / "srv" / "u1" / "app" / "config.json"
+    assert json.loads(deployed.read_text("utf-8")) == {"greeting": "hello"}
+    git(clone, "pull", "-q", "--ff-only")
+    assert git(clone, "log", "-1", "--format=%s").startswith("status:")
+
+
+def test_other_branches_and_status_only_pushes_start_nothing(make_repo: Callable[..., Path]) -> None:
+    bare, clone = server_setup(make_repo)
+    git(clone, "checkout", "-q", "-b", "feature")
+    write(clone, "jobs/draft.yaml", JOB % "draft")
+    commit_all(clone, "a draft")
+    push(clone, "feature")
+    git(clone, "checkout", "-q", "main")
+    write(clone, "status/notes.txt", "x\n")
+    git(clone, "add", "-A")
+    git(clone, "commit", "-q", "-m", "status: something\n\nReconciler-Build: 20260101T000000Z-x-abcdef")
+    push(clone, "main")
+    time.sleep(1.0)
+    assert log_text(bare) == "" and not (bare / "reconciler" / "pending").exists()
+    write(clone, "status/forged.txt", "x\n")  # a human commit in the ledger dir is not status-only
+    commit_all(clone, "no trailer")
+    push(clone, "main")
+    assert "pass requested" in log_text(bare)
+    wait_for(lambda: settled(bare))
+
+
+def test_pushes_close_together_coalesce(make_repo: Callable[..., Path]) -> None:
+    bare, clone = server_setup(make_repo)
+    for i, name in enumerate(("one", "two", "three")):
+        write(clone, f"jobs/{name}.yaml", JOB % name)
+        commit_all(clone, f"add {name}")
+        took, _ = push(clone, "main", env=SLOW, rebase=True)
+        assert took < 2.0
+        if i == 0:  # the first pass is busy with `one` (2 s per user) while the next pushes arrive
+            wait_for(lambda: "pass started" in log_text(bare))
+    wait_for(lambda: all((record(bare, n) or {}).get("status") == "SUCCESS" for n in ("one", "two", "three")))
+    wait_for(lambda: settled(bare))
+    text = log_text(bare)
+    assert text.count("pass requested") == 3
+    assert text.count("pass started") == 2, text  # three pushes, one extra pass
