@@ -12,7 +12,7 @@ from pathlib import Path
 
 from reconciler import __version__, git
 from reconciler.branch_store import BranchStore, ClaimLost
-from reconciler.engine import BuildLog, Interrupted, JobRunner, RunContext
+from reconciler.engine import BuildLog, Interrupted, JobRunner, RunContext, block_record, recipients
 from reconciler.errors import UserError
 from reconciler.ledger import LedgerRecord, Owner, UserResult, new_build_id
 from reconciler.lock import RepoLock
@@ -108,15 +108,15 @@ def _fail_interrupted(record: LedgerRecord, state: RepoState, store: BranchStore
     job = state.desired.jobs.get(record.job)
     blocks = list(record.blocks)
     if job is not None:
-        from reconciler.engine import recipients
-
         for block in job.blocks:
             server = state.desired.servers[block.server]
-            users = dict(blocks[block.index].users) if block.index < len(blocks) else {}
+            if block.index >= len(blocks):
+                definition = state.desired.definitions[block.definition]
+                blocks.append(block_record(block, server, definition, {}))
+            users = dict(blocks[block.index].users)
             for uid in recipients(block, server):
                 users.setdefault(uid, UserResult(status="NOT_RUN", reason="interrupted"))
-            if block.index < len(blocks):
-                blocks[block.index] = blocks[block.index].model_copy(update={"users": users})
+            blocks[block.index] = blocks[block.index].model_copy(update={"users": users})
     log(f"build {record.build_id} was interrupted; on_interrupt is fail")
     final = record.with_blocks(blocks, status="FAILURE", error="interrupted", finished_at=utcnow(),
                                lease_expires_at=None)
