@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler import drivers
+from reconciler import drivers, faults
 from reconciler.drivers.base import DeployRequest, Driver, DriverContext, Outcome
 from reconciler.ledger import BlockRecord, LedgerRecord, UserResult, outcome
 from reconciler.model import Block, Definition, Job, SecretRef, Server, TokenValue
@@ -54,7 +54,7 @@ class BuildLog:
 
 
 class RecordStore(Protocol):
-    def save(self, record: LedgerRecord, log: BuildLog, message: str) -> None: ...
+    def save(self, record: LedgerRecord, log_text: str, message: str) -> None: ...
 
 
 @dataclass
@@ -160,7 +160,7 @@ def prepare_user(ctx: RunContext, job: Job, build_id: str, block: Block, server:
     return Prepared(uid, request, broken)
 
 
-def _block_record(block: Block, server: Server, definition: Definition,
+def block_record(block: Block, server: Server, definition: Definition,
                   users: dict[str, UserResult]) -> BlockRecord:
     return BlockRecord(definition=definition.name, module_type=definition.module_type, server=server.name,
                        environment=server.environment, organization=server.organization, action=block.action,
@@ -182,7 +182,7 @@ class JobRunner:
     def checkpoint(self, message: str, **changes: Any) -> None:
         changes.setdefault("lease_expires_at", utcnow() + timedelta(seconds=self.ctx.lease_seconds))
         self.record = self.record.with_blocks(list(self.blocks), **changes)
-        self.ctx.store.save(self.record, self.log, message)
+        self.ctx.store.save(self.record, self.log.text(), message)
         self.last_checkpoint = time.monotonic()
 
     def _set(self, index: int, uid: str, status: str, reason: str) -> None:
@@ -205,7 +205,7 @@ class JobRunner:
             server = desired.servers[block.server]
             definition = desired.definitions[block.definition]
             if len(self.blocks) <= block.index:
-                self.blocks.append(_block_record(block, server, definition, {}))
+                self.blocks.append(block_record(block, server, definition, {}))
             done = self.blocks[block.index].users
             todo = [u for u in recipients(block, server) if u not in done]
             if aborted:
@@ -272,7 +272,7 @@ class JobRunner:
                     pending[pool.submit(self._call, driver, item.request)] = item
                 if not pending:
                     break
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                finished, _ = wait(pending, timeout=CHECKPOINT_SECONDS, return_when=FIRST_COMPLETED)
                 for future in finished:
                     item = pending.pop(future)
                     result = future.result()
@@ -282,7 +282,9 @@ class JobRunner:
                     self._set(block.index, item.user, status, reason)
                     if status == "FAILED" and self.job.on_failure == "abort":
                         aborted = True
-                if time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
+                since = time.monotonic() - self.last_checkpoint
+                # checkpoint new results often, and renew the lease even while one long user runs
+                if (finished and since >= CHECKPOINT_SECONDS) or since >= self.ctx.lease_seconds / 3:
                     self.checkpoint(f"status: {self.job.name} checkpoint")
         rest = [p.user for p in queue if p.user not in self.blocks[block.index].users]
         if self.ctx.stop.is_set() and not aborted and rest:
@@ -293,10 +295,12 @@ class JobRunner:
         return aborted
 
     def _call(self, driver: Driver, request: DeployRequest) -> Outcome:
+        faults.point("user.before-apply", f"{request.job} {request.user.id}")
         try:
             result = driver.run(request)
         except Exception as exc:  # a driver bug or target error fails this user, never the pass
             result = Outcome("FAILED", f"driver error: {type(exc).__name__}: {exc}")
+        faults.point("user.after-apply", f"{request.job} {request.user.id} {result.status}")
         reason = self.ctx.redactor(result.reason)
         self.log(f"{request.user.id}: {result.status}" + (f", {reason}" if reason else ""))
         return Outcome(result.status, reason)
