@@ -13,7 +13,6 @@ from reconciler import __version__
 from reconciler.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UserError
 
 
-
 def command_names() -> list[str]:
     """Every module in reconciler/commands/ not starting with '_' is a subcommand."""
     import pkgutil

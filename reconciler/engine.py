@@ -10,10 +10,10 @@ import hashlib
 import posixpath
 import threading
 import time
-from datetime import timedelta
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -163,7 +163,8 @@ def prepare_user(ctx: RunContext, job: Job, build_id: str, block: Block, server:
 def block_record(block: Block, server: Server, definition: Definition,
                   users: dict[str, UserResult]) -> BlockRecord:
     return BlockRecord(definition=definition.name, module_type=definition.module_type, server=server.name,
-                       environment=server.environment, organization=server.organization, action=block.action,
+                       environment=server.environment, organization=server.organization,
+                       action=block.action,  # type: ignore[arg-type]  # validated by the job schema
                        users=users)
 
 

@@ -196,9 +196,9 @@ def commit_files(repo: Repo, *, parent: str, files: dict[str, bytes], message: s
         with tempfile.TemporaryDirectory(dir=state, prefix="blobs-") as tmp:
             names = []
             for i, data in enumerate(files.values()):
-                name = Path(tmp, str(i))
-                name.write_bytes(data)
-                names.append(str(name))
+                blob_file = Path(tmp, str(i))
+                blob_file.write_bytes(data)
+                names.append(str(blob_file))
             shas = repo.git("hash-object", "-w", "--no-filters", "--stdin-paths",
                             input=("\n".join(names) + "\n").encode()).decode().split()
         info = "".join(f"100644 {sha}\t{path}\n" for sha, path in zip(shas, files, strict=True))
@@ -283,8 +283,8 @@ def push(repo: Repo, remote: str, commit: str, branch: str) -> bool:
     if proc.returncode == 0:
         return True
     text = (proc.stdout + proc.stderr).decode("utf-8", "replace")
-    if "[rejected]" in text or "non-fast-forward" in text or "fetch first" in text or "stale info" in text \
-            or "[remote rejected]" in text and "cannot lock ref" in text:
+    rejected = ("[rejected]", "non-fast-forward", "fetch first", "stale info", "cannot lock ref")
+    if any(marker in text for marker in rejected):
         return False
     raise RemoteUnreachable(f"cannot push to {remote}: {text.strip()[:300]}")
 
@@ -389,3 +389,9 @@ def status_only(repo: Repo, old: str, new: str, ledger_dir: str) -> bool:
     commits = commits_in(repo, old, new)
     return bool(commits) and all(ours and all(p.startswith(prefix) for p in files.get(sha, []))
                                  for sha, ours in commits)
+
+
+def linear_since(repo: Repo, older: str, newer: str) -> bool:
+    """True when `older..newer` holds no merge commit (so a walk from `older` can simply be continued)."""
+    out = repo.git("rev-list", "--count", "--merges", f"{older}..{newer}", check=False).decode().strip()
+    return out == "0"

@@ -62,9 +62,8 @@ def owner_alive(owner: Owner) -> bool | None:
     except PermissionError:
         return True
     started = _process_start(owner.pid)
-    if started is not None and started > owner.started_at + timedelta(seconds=2):
-        return False  # the pid was reused by a younger process
-    return True
+    # a process younger than the claim means the pid was reused: the owner is gone
+    return started is None or started <= owner.started_at + timedelta(seconds=2)
 
 
 def _process_start(pid: int) -> datetime | None:
@@ -94,13 +93,14 @@ def claim_record(state: RepoState, job: str, started: datetime) -> LedgerRecord:
     build_id = new_build_id(job, now)
     added = state.history.added.get(job)
     created = datetime.fromtimestamp(added[2], now.tzinfo) if added else None
-    return LedgerRecord(
-        job=job, job_blob=jf.blob, spec_digest=jf.job.spec_digest, desired_commit=state.commit, build_id=build_id,
-        status="IN-PROGRESS", owner=Owner.me(started), lease_expires_at=now + timedelta(seconds=state.settings.lease_seconds),
-        created_at=created, queued_at=now, started_at=None, finished_at=None, on_failure=jf.job.on_failure,
-        on_interrupt=state.settings.on_interrupt, blocks=[], summary={}, log=state.ledger.log_path(build_id),
-        error=None, reconciler_version=__version__,
-    )
+    lease = now + timedelta(seconds=state.settings.lease_seconds)
+    return LedgerRecord.model_validate({
+        "job": job, "job_blob": jf.blob, "spec_digest": jf.job.spec_digest, "desired_commit": state.commit,
+        "build_id": build_id, "status": "IN-PROGRESS", "owner": Owner.me(started), "lease_expires_at": lease,
+        "created_at": created, "queued_at": now, "started_at": None, "finished_at": None,
+        "on_failure": jf.job.on_failure, "on_interrupt": state.settings.on_interrupt, "blocks": [], "summary": {},
+        "log": state.ledger.log_path(build_id), "error": None, "reconciler_version": __version__,
+    })
 
 
 def _fail_interrupted(record: LedgerRecord, state: RepoState, store: BranchStore, log: BuildLog) -> LedgerRecord:
@@ -143,9 +143,8 @@ def sync_with_remote(repo: git.Repo, branch: str, remote: str, ledger_dir: str,
     # only our own status commits are ahead (a pass stopped before pushing): replay them on the remote
     store = store_factory(local)
     store.carry_onto(remote_tip)
-    if store.tip != remote_tip:
-        if not git.push(repo, remote, store.tip, branch):
-            raise UserError(f"remote {remote!r} moved while replaying status commits; reconcile again")
+    if store.tip != remote_tip and not git.push(repo, remote, store.tip, branch):
+        raise UserError(f"remote {remote!r} moved while replaying status commits; reconcile again")
     store.follow_local(store.tip)
     return store.tip
 
@@ -173,7 +172,7 @@ def run_pass(options: PassOptions) -> PassResult:
                 raise UserError(str(exc)) from None
         if tip is None:
             raise UserError(f"branch {branch!r} has no commits yet; commit the deployment repo first")
-        state = load_commit_state(repo, tip, {"concurrency": options.concurrency})
+        state = load_commit_state(repo, tip, {"concurrency": options.concurrency}, skip_executed=True)
         if state.settings_problems:
             first = state.settings_problems[0]
             raise UserError(f"{first.as_text()}; fix reconciler.yaml before reconciling")

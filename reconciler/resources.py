@@ -21,7 +21,8 @@ _PATTERN_WORDS = {
     "resource_name": "a name is lower-case letters, digits, '.', '_' or '-', starts with a letter or digit, "
     "is at most 63 characters and has no '..'",
     "user_id": "a user id is letters, digits and '._@-', 1 to 128 characters, not starting with '.', without '..'",
-    "token_name": "a token name is lower-case letters, digits and '_', not starting with a digit, at most 63 characters",
+    "token_name": "a token name is lower-case letters, digits and '_', not starting with a digit, "
+    "at most 63 characters",
     "timestamp": "a time is ISO 8601, e.g. 2026-11-21T12:00:00Z",
 }
 
@@ -68,9 +69,9 @@ def where(path: tuple[Any, ...]) -> str:
 def schema_findings(kind: str, data: Any, doc: Document | None) -> list[Finding]:
     """Every schema violation of `data`, each at the most specific line."""
     global _WORDS
-    validator = schemas.validator(kind)
-    if validator.is_valid(data):
+    if schemas.is_valid(kind, data):
         return []
+    validator = schemas.validator(kind)
     if _WORDS is None:
         _WORDS = _pattern_words()
     found: list[Finding] = []
@@ -127,7 +128,7 @@ def _type_words(value: Any) -> str:
     names = value if isinstance(value, list) else [value]
     words = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
              "number": "a number", "boolean": "true or false", "null": "nothing"}
-    return " or ".join(words.get(n, n) for n in names)
+    return " or ".join(words.get(str(n), str(n)) for n in names)
 
 
 def _anyof_words(error: Any) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler import digest, drivers
+from reconciler import digest, drivers, patterns
 from reconciler.model import (
     Block,
     Definition,
@@ -117,15 +117,16 @@ def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_
     broken: dict[tuple[str, str], str] = {}
     job_files: dict[str, JobFile] = {}
     for kind, name, entry in resources:
-        result = parsed.get(entry.path)
+        maybe = parsed.get(entry.path)
         if kind == "job":
-            jf = JobFile(name, entry.path, entry.blob, result.data if result else None)
+            jf = JobFile(name, entry.path, entry.blob, maybe.data if maybe else None)
             jf.problems = [p for p in problems.items if p.path == entry.path]
             job_files.setdefault(name, jf)
             continue
-        if result is None or entry.path in bad_paths or result.data is None:
+        if maybe is None or entry.path in bad_paths or maybe.data is None:
             broken[(kind, name)] = entry.path
             continue
+        result = maybe
         before = len(problems.items)
         if kind == "server":
             server = server_from_data(name, entry.path, result.data)
@@ -137,16 +138,19 @@ def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_
             definitions[name] = definition
         if len(problems.items) > before:
             broken[(kind, name)] = entry.path
-            (servers if kind == "server" else definitions).pop(name)  # type: ignore[attr-defined]
+            if kind == "server":
+                servers.pop(name)
+            else:
+                definitions.pop(name)
 
     for jf in job_files.values():
-        result = parsed.get(jf.path)
-        if result is None or jf.problems or result.data is None:
+        job_parsed = parsed.get(jf.path)
+        if job_parsed is None or jf.problems or job_parsed.data is None:
             continue
-        jf.problems = _check_job(jf, result, servers, definitions, broken, settings)
+        jf.problems = _check_job(jf, job_parsed, servers, definitions, broken, settings)
         problems.extend(jf.problems)
         if not jf.problems:
-            jf.job = _job_from(jf, result.data)
+            jf.job = _job_from(jf, job_parsed.data)
     return Desired(settings, servers, definitions, job_files, content, problems, files)
 
 
@@ -233,7 +237,7 @@ def _check_definition(definition: Definition, parsed: Parsed, entries: dict[str,
         return {}
     declared = {d.name for d in definition.content_tokens}
     texts = files.read_many([e.path for e in files_in.values()])
-    for rel, entry in sorted(files_in.items()):
+    for _, entry in sorted(files_in.items()):
         if entry.mode == MODE_LINK:
             target = texts[entry.path].decode("utf-8", "replace")
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(entry.path), target))
@@ -259,6 +263,10 @@ _PY_TYPES: dict[str, Callable[[Any], bool]] = {
 }
 
 
+def _short(value: str) -> str:
+    return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
+
+
 def value_problem(decl: TokenDecl, value: Any) -> str | None:
     """Why a literal value does not fit the declared type/enum/pattern, or None."""
     if decl.kind == "content":
@@ -268,8 +276,13 @@ def value_problem(decl: TokenDecl, value: Any) -> str | None:
         return f"{value!r} is not of type {decl.type}{hint}"
     if decl.enum is not None and value not in decl.enum:
         return f"{value!r} is not one of: {', '.join(repr(v) for v in decl.enum)}"
-    if decl.pattern is not None and isinstance(value, str) and not re.fullmatch(decl.pattern, value):
-        return f"{value!r} does not match the pattern {decl.pattern!r}"
+    if decl.pattern is not None and isinstance(value, str):
+        try:
+            if not patterns.fullmatch(decl.pattern, value):
+                return f"{value!r} does not match the pattern {decl.pattern!r}"
+        except patterns.PatternTimeout:
+            return (f"{_short(value)} could not be checked against the pattern {decl.pattern!r} in time (it "
+                    "backtracks catastrophically); simplify the pattern in the definition")
     return None
 
 

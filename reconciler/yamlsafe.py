@@ -93,8 +93,12 @@ def load(raw: bytes) -> Document:
         if 0 < line <= len(lines) and "\t" in lines[line - 1][: mark.column + 1 if mark else None]:
             reason += " (a tab: YAML is indented with spaces)"
         raise YamlProblem("YAML_PARSE", f"YAML does not parse: {reason}", line) from None
+    except yaml.reader.ReaderError as exc:  # a control character: one line, at the character's line
+        line = text.count("\n", 0, exc.position) + 1
+        raise YamlProblem("YAML_PARSE", f"YAML does not parse: character #x{exc.character:04x} is not allowed "
+                          f"({exc.reason})", line) from None
     except yaml.YAMLError as exc:
-        raise YamlProblem("YAML_PARSE", f"YAML does not parse: {exc}", 1) from None
+        raise YamlProblem("YAML_PARSE", "YAML does not parse: " + " ".join(str(exc).split()), 1) from None
     except RecursionError:
         raise YamlProblem("YAML_DEPTH", f"YAML nests deeper than {MAX_DEPTH} levels", 1) from None
     finally:
@@ -184,7 +188,8 @@ class _Builder:
         try:
             return _constructor.construct_object(node, deep=True)
         except (ValueError, yaml.YAMLError):
-            raise YamlProblem("YAML_PARSE", f"cannot read scalar {ev.value!r} as {tag.rsplit(':', 1)[-1]}", line) from None
+            kind = tag.rsplit(":", 1)[-1]
+            raise YamlProblem("YAML_PARSE", f"cannot read scalar {ev.value!r} as {kind}", line) from None
 
     def _sequence(self, path: Path_, depth: int) -> tuple[list[Any], int]:
         items: list[Any] = []
