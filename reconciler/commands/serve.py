@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         state = cache.get()
         remote = state.settings.remote if state else None
         return PassOptions(repo=args.repo, branch=cache.branch, remote=remote, env=pass_env, stop=stop,
-                           lock_wait=120.0, events=emit,
+                           lock_wait=30.0, events=emit,
                            on_user=lambda job, user, status: metrics.user_deployments.labels(status).inc())
 
     def on_report(report: PassReport) -> None:
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         if report.outcome in ("ok", "failure"):
             metrics.last_success.set_to_current_time()
 
-    runner = PassRunner(make_options, emit, on_report)
+    runner = PassRunner(make_options, emit, on_report, lock_dir=cache.repo.state_dir)
     ctx = ServeContext(cache=cache, runner=runner, metrics=metrics, secret=secret)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]

@@ -10,8 +10,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from reconciler.errors import UserError
+from reconciler.lock import RepoLock
 from reconciler.reconcile import PassOptions, PassResult, run_pass
 from reconciler.timeutil import iso, utcnow
 
@@ -28,8 +30,10 @@ class PassReport:
 
 class PassRunner:
     def __init__(self, make_options: Callable[[threading.Event], PassOptions], events: Events,
-                 on_report: Callable[[PassReport], None] = lambda report: None) -> None:
+                 on_report: Callable[[PassReport], None] = lambda report: None,
+                 lock_dir: Path | None = None) -> None:
         self._make_options = make_options
+        self._lock_dir = lock_dir
         self._events = events
         self._on_report = on_report
         self._cond = threading.Condition()
@@ -101,8 +105,11 @@ class PassRunner:
         self._events("pass.started", {})
         detail = ""
         try:
-            result = run_pass(self._make_options(self.stop))
-            outcome = _outcome(result)
+            if not self._wait_for_lock():
+                outcome, detail = "interrupted", "stopped while another pass held the repo lock"
+            else:
+                result = run_pass(self._make_options(self.stop))
+                outcome = _outcome(result)
         except UserError as exc:
             outcome, detail = "error", str(exc)
         except Exception as exc:  # a bug must not kill the worker: report it and keep serving
@@ -111,6 +118,20 @@ class PassRunner:
         self._events("pass.finished", {"outcome": outcome, "seconds": round(report.seconds, 3),
                                        **({"error": detail} if detail else {})})
         return report
+
+
+    def _wait_for_lock(self) -> bool:
+        """Wait while another pass (watch, a push hook, a CLI run) holds the repo lock, but stay
+        stoppable: run_pass itself would wait without looking at the stop event. False if stopped."""
+        if self._lock_dir is None:
+            return True
+        while not self.stop.is_set():
+            try:
+                with RepoLock(self._lock_dir, wait=0):
+                    return True
+            except UserError:
+                self.stop.wait(0.25)
+        return False
 
 
 def _outcome(result: PassResult) -> str:
