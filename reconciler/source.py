@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from reconciler.errors import UserError
+
 MODE_FILE = "100644"
 MODE_EXEC = "100755"
 MODE_LINK = "120000"
@@ -44,6 +46,10 @@ def read_one(files: RepoFiles, path: str) -> bytes:
     return files.read_many([path])[path]
 
 
+def _unreadable(error: OSError) -> None:
+    raise UserError(f"{error.filename}: cannot be read ({error.strerror}); fix its permissions", 2)
+
+
 class WorktreeFiles:
     """The files on disk under `root` (only the folders a deployment repo uses)."""
 
@@ -61,9 +67,11 @@ class WorktreeFiles:
                 self._add(found, settings, SETTINGS_FILE)
             for top in self.dirs:
                 base = self.root / top
+                if top == self.dirs[-1] and (base.is_symlink() or (base.exists() and not base.is_dir())):
+                    raise UserError(f"{top} is not a directory, so the ledger cannot be read; restore it", 2)
                 if not base.is_dir() or base.is_symlink():
                     continue
-                for dirpath, dirnames, filenames in os.walk(base):
+                for dirpath, dirnames, filenames in os.walk(base, onerror=_unreadable):
                     dirnames.sort()
                     rel_dir = Path(dirpath).relative_to(self.root).as_posix()
                     for name in list(dirnames):
