@@ -74,6 +74,7 @@ def main(argv: list[str]) -> int:
         print(f"Apply complete! Resources: {len(files)} added.", flush=True)
         return 0
     if action == "destroy":
+        print(f"module files: {len(files)}", flush=True)  # a destroy needs the module, as with Terraform
         if old is None:
             report("UNCHANGED", "nothing to destroy")
             return 0
