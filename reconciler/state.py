@@ -93,6 +93,7 @@ def load_commit_state(repo: git.Repo, commit: str, overrides: dict[str, object] 
     ledger = load_ledger(files, settings.ledger_dir)
     desired = load_desired(files, settings)
     history = job_history(repo, commit, settings.ledger_dir)
+    ledger.tampered.update(history.tampered)  # SPEC 5.7: a record removed by hand is never re-run
     return RepoState(settings, desired, ledger, history, commit, files, problems)
 
 
