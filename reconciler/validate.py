@@ -104,8 +104,10 @@ def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_
         parsed[entry.path] = result
         for finding in (*result.findings, *name_findings(entry.path, result)):
             problems.add(entry.path, finding.line, finding.message, finding.code)
-        if (kind, name) in seen:
+        if (kind, name) in seen:  # ambiguous: neither file is used
             problems.add(entry.path, 1, f"{kind} {name!r} is defined twice (also {seen[(kind, name)]})",
+                         "NAME_DUPLICATE")
+            problems.add(seen[(kind, name)], 1, f"{kind} {name!r} is defined twice (also {entry.path})",
                          "NAME_DUPLICATE")
         else:
             seen[(kind, name)] = entry.path
