@@ -60,7 +60,9 @@ def test_apply_plan_destroy_round_trip(tmp_path: Path, target: Target) -> None:
     assert stored["build_id"] == build and stored["user"] == "u2"
     assert stored["content_digest"].startswith("sha256:")
     puts = [r for r in target.requests if r.method == "PUT"]
-    assert sorted(r.headers["Idempotency-Key"] for r in puts) == [f"{build}:{u}" for u in ("u1", "u2", "u3")]
+    keys = sorted(r.headers["Idempotency-Key"] for r in puts)
+    assert [k.rsplit(":", 1)[0] for k in keys] == [f"{build}:{u}" for u in ("u1", "u2", "u3")]
+    assert len(set(keys)) == 3
     assert {r.headers["Authorization"] for r in puts} == {f"Bearer {TOKEN_VALUE}"}
     assert "-> 201 Created" in build_log(repo, "deploy")
 

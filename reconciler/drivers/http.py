@@ -6,7 +6,9 @@ The contract with the target (the README's "HTTP contract" is the reference):
 - `DELETE` the same URL: 2xx is `DESTROYED` (`UNCHANGED` with `"changed": false`), 404 is `UNCHANGED`.
 - `GET` the same URL: 200 with the stored deployment (the PUT body's `assets`, `binary_assets`,
   `parameters`), or 404 when nothing is deployed; `PLAN` diffs it against the rendered content.
-- Every request carries `Idempotency-Key: <build_id>:<user>` and, with `auth`, a bearer token.
+- Every request carries `Idempotency-Key: <build_id>:<user>:<request hash>` (the same for every retry
+  of one request, also after a crash and resume of the build; different for a different request of
+  the same build and user, e.g. a second block) and, with `auth`, a bearer token.
 - Connection errors, timeouts, 429 and 5xx are retried `retries` times with exponential backoff and
   jitter (429/503 honour `Retry-After`, capped); other 4xx fail at once.
 """
@@ -14,6 +16,7 @@ The contract with the target (the README's "HTTP contract" is the reference):
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import json
 import random
@@ -93,11 +96,10 @@ def retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_CAP)
     try:
-        if value.isdigit():
-            seconds = float(value)
-        else:
-            seconds = (parsedate_to_datetime(value) - utcnow()).total_seconds()
+        seconds = (parsedate_to_datetime(value) - utcnow()).total_seconds()
     except (TypeError, ValueError, OverflowError):
         return None
     return min(max(seconds, 0.0), RETRY_AFTER_CAP)
@@ -173,11 +175,12 @@ class HttpDriver(Driver):
         return (f"{self.base}/users/{quote(request.user.id, safe='')}"
                 f"/definitions/{quote(request.definition.name, safe='')}")
 
-    def _headers(self, request: DeployRequest) -> dict[str, str]:
+    def _headers(self, request: DeployRequest, method: str, url: str, data: bytes | None) -> dict[str, str]:
+        what = hashlib.sha256(f"{method} {url}\n".encode() + (data or b"")).hexdigest()[:16]
         headers = {
             "Accept": "application/json",
             "User-Agent": f"reconciler/{__version__}",
-            "Idempotency-Key": f"{request.build_id}:{request.user.id}",
+            "Idempotency-Key": f"{request.build_id}:{request.user.id}:{what}",
         }
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -202,10 +205,9 @@ class HttpDriver(Driver):
     def _request(self, method: str, request: DeployRequest, body: Any = None) -> Response:
         """Send with retries; returns the first response that is not retryable, else raises TargetError."""
         url = self._path(request)
-        headers = self._headers(request)
-        data = None
-        if body is not None:
-            data = json.dumps(body, sort_keys=True).encode("utf-8")
+        data = None if body is None else json.dumps(body, sort_keys=True).encode("utf-8")
+        headers = self._headers(request, method, url, data)
+        if data is not None:
             headers["Content-Type"] = "application/json"
         uid = request.user.id
         attempts = self.retries + 1

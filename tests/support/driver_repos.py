@@ -66,7 +66,8 @@ def job_yaml(action: str = "APPLY-AUTO", on_failure: str = "skip", users: Any = 
         block["parameter_tokens"] = params
     if user_tokens:
         block["user_tokens"] = user_tokens
-    return yaml.safe_dump({"on_failure": on_failure, "blocks": [block] * blocks}, sort_keys=False)
+    more = [{**block, "content_tokens": {"greeting": f"{greeting} (block {i})"}} for i in range(1, blocks)]
+    return yaml.safe_dump({"on_failure": on_failure, "blocks": [block, *more]}, sort_keys=False)
 
 
 def make_driver_repo(path: Path, driver: dict[str, Any], jobs: dict[str, str] | None = None,

@@ -38,6 +38,7 @@ class Fault:
     seconds: float = 0.0
     body: bytes = b""
     method: str | None = None  # only requests with this method consume the fault
+    then_apply: bool = True  # "slow": after the pause, handle the request (else answer `status`, unapplied)
 
 
 @dataclass
@@ -168,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.kind == "slow":
                 time.sleep(fault.seconds)
-            else:
+            if fault.kind == "status" or not fault.then_apply:
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
                 self._send(fault.status, fault.body or {"error": f"injected {fault.status}"}, headers)
                 return
