@@ -216,3 +216,15 @@ def test_secret_never_leaks_even_when_the_target_echoes_it(tmp_path: Path) -> No
     for secret_value in (secret, TOKEN_VALUE):
         assert_no_secret(repo, secret_value, result.stdout, result.stderr, planned.stdout, planned.stderr,
                          logs.stdout, logs.stderr)
+
+
+def test_shell_metacharacters_stay_text(tmp_path: Path, target: Target) -> None:
+    canary = tmp_path / "pwned"
+    nasty = f"$(touch {canary}); rm -rf / `touch {canary}` | tee {canary} && echo > {canary}"
+    repo = repo_for(tmp_path, target, {"deploy": job_yaml(greeting=nasty, users=["u1"],
+                                                          params={"api_key": nasty, "mode": "; ls"})})
+    assert run(repo)[0] == 0
+    stored = target.deployments[("u1", "app")]
+    assert stored["assets"]["config.json"] == json.dumps({"greeting": nasty}) + "\n"
+    assert stored["parameters"] == {"api_key": nasty, "mode": "; ls"}
+    assert not canary.exists()

@@ -81,3 +81,15 @@ def test_unknown_driver_names_the_installed_ones(tmp_path: Path, plugin_path: Pa
     repo2 = make_driver_repo(tmp_path / "deploy2", {"type": "demo", "path": "/x"}, {"deploy": job_yaml()})
     assert reconcile(repo2).returncode == 1
     assert not (repo2 / "status" / "deploy.json").exists()
+
+
+def test_plugin_errors_follow_the_failure_policy(tmp_path: Path, plugin_path: Path) -> None:
+    target = tmp_path / "demo-target"
+    driver = {"type": "demo", "path": str(target), "fail_users": ["u2"]}
+    repo = make_driver_repo(tmp_path / "deploy", driver, {"skip": job_yaml(on_failure="skip"),
+                                                          "abort": job_yaml(on_failure="abort", blocks=2)})
+    assert reconcile(repo, "--concurrency", "1", env=with_plugin(plugin_path)).returncode == 1
+    assert users_of(repo, "skip") == {"u1": "DEPLOYED", "u2": "FAILED", "u3": "DEPLOYED"}
+    assert reasons_of(repo, "skip")["u2"] == "driver error: RuntimeError: demo target refused u2"
+    assert users_of(repo, "abort", 0) == {"u1": "DEPLOYED", "u2": "FAILED", "u3": "NOT_RUN"}
+    assert users_of(repo, "abort", 1) == {"u1": "NOT_RUN", "u2": "NOT_RUN", "u3": "NOT_RUN"}
