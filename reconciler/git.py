@@ -298,13 +298,13 @@ def tree_entries(repo: Repo, commit: str, paths: list[str]) -> dict[str, str]:
     for item in out.split(b"\0"):
         if item:
             meta, _, path = item.partition(b"\t")
-            found[path.decode()] = meta.decode().split()[2]
+            found[path.decode("utf-8", "surrogateescape")] = meta.decode().split()[2]
     return found
 
 
 def changed_paths(repo: Repo, old: str, new: str) -> list[str]:
     out = repo.git("-c", "core.quotePath=false", "diff", "--name-only", "-z", "--no-renames", old, new)
-    return [p.decode() for p in out.split(b"\0") if p]
+    return [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
 
 
 def commits_in(repo: Repo, base: str, tip: str) -> list[tuple[str, bool]]:

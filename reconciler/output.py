@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from reconciler.problems import Problem
+from reconciler.problems import Problem, printable
 
 JOB_COLUMNS = ("job", "build id", "environment", "organization", "module type", "module name", "action",
                "status", "created", "last run")
@@ -56,8 +56,8 @@ def print_job_table(rows: list[dict[str, Any]]) -> None:
         Console().print(table)
         return
     sys.stdout.write("\t".join(c.upper().replace(" ", "_") for c in JOB_COLUMNS) + "\n")
-    for row in rows:
-        sys.stdout.write("\t".join(job_cells(row)) + "\n")
+    for row in rows:  # one line per job even when a hostile file name holds a newline or a tab
+        sys.stdout.write("\t".join(printable(c) for c in job_cells(row)) + "\n")
 
 
 def print_job_detail(detail: dict[str, Any]) -> None:

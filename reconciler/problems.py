@@ -14,11 +14,31 @@ class Problem:
     code: str
 
     def as_text(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line is not None else self.path
-        return f"{where}: {self.message} [{self.code}]"
+        """One printable line, whatever a hostile file name or value holds (newlines, escapes, bad bytes)."""
+        path = printable(self.path)
+        where = f"{path}:{self.line}" if self.line is not None else path
+        return f"{where}: {printable(self.message)} [{self.code}]"
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["path"], data["message"] = encodable(self.path), encodable(self.message)
+        return data
+
+
+def printable(text: str) -> str:
+    """Control characters and undecodable bytes as escapes (`\\n`, `\\udcff`); other text unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def encodable(text: str) -> str:
+    """Text that encodes as UTF-8: a file name's undecodable bytes (lone surrogates) become escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join(repr(c)[1:-1] if "\ud800" <= c <= "\udfff" else c for c in text)
+    return text
 
 
 @dataclass
