@@ -173,7 +173,7 @@ def _violations() -> list[tuple[str, Any]]:
     good = json.loads(_record().to_json())
 
     def changed(path: list[Any], value: Any) -> dict[str, Any]:
-        data = json.loads(json.dumps(good))
+        data: dict[str, Any] = json.loads(json.dumps(good))
         node = data
         for key in path[:-1]:
             node = node[key]
