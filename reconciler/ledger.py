@@ -10,8 +10,9 @@ import json
 import os
 import secrets
 import socket
+from collections.abc import MutableMapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, ValidationError
 
@@ -129,7 +130,8 @@ def parse_record(job: str, raw: bytes) -> LedgerRecord:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise RecordError(f"ledger record is not valid JSON ({exc}); the job will not run again") from None
-    errors = sorted(schemas.validator("status").iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = [] if schemas.is_valid("status", data) else sorted(
+        schemas.validator("status").iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
@@ -143,7 +145,7 @@ def parse_record(job: str, raw: bytes) -> LedgerRecord:
     return record
 
 
-def listing_state(record: LedgerRecord | None, *, exists: bool, valid: bool, modified: bool, suspended: bool,
+def listing_state(record: RecordFacts | None, *, exists: bool, valid: bool, modified: bool, suspended: bool,
                   scheduled: bool) -> str:
     """SPEC 4 listing state: what status, /api/jobs and the page show."""
     if record is not None:
@@ -161,12 +163,27 @@ def listing_state(record: LedgerRecord | None, *, exists: bool, valid: bool, mod
     return "PENDING"
 
 
+class RecordFacts(Protocol):
+    """What planning reads of a record: a `LedgerRecord`, or a cached summary of a checked one."""
+
+    @property
+    def job_blob(self) -> str: ...
+    @property
+    def spec_digest(self) -> str: ...
+    @property
+    def build_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
 class Ledger:
     """Every record of the ledger directory at one state, plus the records we cannot trust."""
 
     def __init__(self, ledger_dir: str) -> None:
         self.dir = ledger_dir
-        self.records: dict[str, LedgerRecord] = {}
+        # may be a lazy mapping (state.LazyRecords) that reads and checks a full record on first access
+        self.records: MutableMapping[str, LedgerRecord] = {}
+        self.heads: dict[str, RecordFacts] = {}  # job -> summary of a good record, when loaded from the cache
         self.blobs: dict[str, str] = {}  # job -> blob id of its record file
         self.unreadable: dict[str, str] = {}  # job -> why
         self.tampered: dict[str, str] = {}  # job -> why (record removed by a commit we did not make)
@@ -179,6 +196,11 @@ class Ledger:
 
     def jobs(self) -> set[str]:
         return set(self.records) | set(self.unreadable)
+
+    def head(self, job: str) -> RecordFacts | None:
+        """The record's facts for planning, without reading the full record when a summary is known."""
+        found = self.heads.get(job)
+        return found if found is not None else self.records.get(job)
 
 
 def record_paths(entries: dict[str, Any], ledger_dir: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from reconciler import digest
-from reconciler.ledger import RUNNING, Ledger, LedgerRecord, listing_state
+from reconciler.ledger import RUNNING, Ledger, RecordFacts, listing_state
 from reconciler.problems import Problem
 from reconciler.validate import Desired, JobFile
 
@@ -43,7 +43,7 @@ class Plan:
         }
 
 
-def is_modified(jf: JobFile, record: LedgerRecord) -> bool:
+def is_modified(jf: JobFile, record: RecordFacts) -> bool:
     """Rule 5: the job file no longer means what was claimed (a change that makes it invalid counts)."""
     if jf.blob == record.job_blob:
         return False
@@ -67,7 +67,7 @@ def plan(desired: Desired, ledger: Ledger, now: datetime,
     runnable: list[tuple[tuple[int, str], str]] = []
     for name in sorted(set(desired.job_files) | ledger.jobs() | set(ledger.tampered)):
         jf = desired.job_files.get(name)
-        record = ledger.records.get(name)
+        record = ledger.head(name)
         if name in ledger.unreadable:
             result.problems.append(Problem(ledger.path(name), 1, ledger.unreadable[name], "LEDGER_INVALID"))
             result.invalid.append(name)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reconciler import git
+from reconciler.cache import BlobCache, RecordHead, open_cache
 from reconciler.errors import UserError
-from reconciler.ledger import Ledger, RecordError, parse_record, record_paths
+from reconciler.ledger import RUNNING, Ledger, LedgerRecord, RecordError, parse_record, record_paths
 from reconciler.plan import Plan, plan
 from reconciler.problems import Problem
 from reconciler.settings import Settings, parse_settings
-from reconciler.source import SETTINGS_FILE, TOP_DIRS, RepoFiles, WorktreeFiles
+from reconciler.source import SETTINGS_FILE, TOP_DIRS, Entry, RepoFiles, WorktreeFiles, read_one
 from reconciler.timeutil import utcnow
-from reconciler.validate import Desired, load_desired
+from reconciler.validate import Desired, load_desired, resource_entries
 
 
 @dataclass
@@ -45,24 +48,131 @@ class RepoState:
         return result
 
 
-def load_ledger(files: RepoFiles, ledger_dir: str) -> Ledger:
+class BatchedFiles:
+    """A `RepoFiles` that reads all of `definitions/` in one `git cat-file --batch` the first time any of it
+    is read (validation reads each definition's content folder in turn; one process, not one each)."""
+
+    PREFIX = "definitions/"
+
+    def __init__(self, files: RepoFiles) -> None:
+        self._files = files
+        self._kept: dict[str, bytes] | None = None
+
+    def entries(self) -> dict[str, Entry]:
+        return self._files.entries()
+
+    def read_many(self, paths: list[str]) -> dict[str, bytes]:
+        if not any(p.startswith(self.PREFIX) for p in paths):
+            return self._files.read_many(paths)
+        if self._kept is None:
+            wanted = [p for p in self.entries() if p.startswith(self.PREFIX)]
+            self._kept = self._files.read_many(wanted)
+        kept = self._kept
+        others = [p for p in paths if p not in kept]
+        found = self._files.read_many(others) if others else {}
+        return {p: kept[p] if p in kept else found[p] for p in paths}
+
+
+class LazyRecords(MutableMapping[str, LedgerRecord]):
+    """Ledger records that are read and fully checked on first access.
+
+    Loading keeps only each good record's summary (from the cache, or from the one full check made
+    when its blob is new); `LedgerRecord`s, which are large, are built when somebody asks for one.
+    """
+
+    def __init__(self, files: RepoFiles, paths: dict[str, str]) -> None:
+        self._files = files
+        self._paths: dict[str, str] = {}
+        self._loaded: dict[str, LedgerRecord] = {}
+        self._all_paths = paths
+
+    def expect(self, job: str) -> None:
+        self._paths[job] = self._all_paths[job]
+
+    def __getitem__(self, job: str) -> LedgerRecord:
+        if job in self._loaded:
+            return self._loaded[job]
+        path = self._paths[job]  # KeyError: not a good record
+        record = parse_record(job, read_one(self._files, path))
+        self._loaded[job] = record
+        return record
+
+    def __setitem__(self, job: str, record: LedgerRecord) -> None:
+        self._loaded[job] = record
+        self._paths.setdefault(job, "")
+
+    def __delitem__(self, job: str) -> None:
+        del self._paths[job]
+        self._loaded.pop(job, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __contains__(self, job: object) -> bool:
+        return job in self._paths
+
+
+def _head(record: LedgerRecord) -> RecordHead:
+    return RecordHead(record.job_blob, record.spec_digest, record.build_id, record.status)
+
+
+def load_ledger(files: RepoFiles, ledger_dir: str, blob_cache: BlobCache | None = None) -> Ledger:
+    """Every record, checked once per blob id: a cached good record is only summarised, never re-read."""
+    cached = blob_cache if blob_cache is not None else BlobCache(None)
     ledger = Ledger(ledger_dir)
     entries = files.entries()
+    if ledger_dir in entries:  # SPEC 3 rule 6: the one case that refuses a whole pass
+        raise UserError(f"{ledger_dir} is not a directory, so the ledger cannot be read; "
+                        f"{ledger_dir}/ is written only by the reconciler: restore it", 2)
     paths = record_paths(entries, ledger_dir)
-    raw = files.read_many(list(paths.values()))
+    records = LazyRecords(files, paths)
+    ledger.records = records
+    known: dict[str, RecordHead | str] = {}
     for job, path in paths.items():
-        ledger.blobs[job] = entries[path].blob
-        try:
-            ledger.records[job] = parse_record(job, raw[path])
-        except RecordError as exc:
-            ledger.unreadable[job] = str(exc)
+        found = cached.record(job, entries[path].blob)
+        if found is not None:
+            known[job] = found
+    missing = [paths[job] for job in paths if job not in known]
+    raw = files.read_many(missing) if missing else {}
+    for job, path in paths.items():
+        blob = entries[path].blob
+        ledger.blobs[job] = blob
+        if job not in known:
+            try:
+                record = parse_record(job, raw[path])
+            except RecordError as exc:
+                known[job] = str(exc)
+            else:
+                known[job] = _head(record)
+            cached.put_record(job, blob, known[job])
+        result = known[job]
+        if isinstance(result, str):
+            ledger.unreadable[job] = result
+        else:
+            ledger.heads[job] = result
+            records.expect(job)
     return ledger
 
 
-def job_history(repo: git.Repo, commit: str, ledger_dir: str) -> History:
+def job_history(repo: git.Repo, commit: str, ledger_dir: str, blob_cache: BlobCache | None = None) -> History:
+    """Who added each job file, and ledger records removed by hand; continued from the cached walk."""
     history = History()
     seq = 0
-    for change in git.changes(repo, commit, ("jobs", ledger_dir)):
+    since: str | None = None
+    saved = blob_cache.history if blob_cache is not None else None
+    if saved is not None and saved.get("ledger_dir") != ledger_dir:
+        saved = None
+    if saved is not None and saved.get("commit") == commit:
+        return _history_from(saved)
+    if (saved is not None and git.is_ancestor(repo, saved["commit"], commit)
+            and git.linear_since(repo, saved["commit"], commit)):
+        history = _history_from(saved)
+        seq = int(saved["seq"])
+        since = saved["commit"]
+    for change in git.changes(repo, commit, ("jobs", ledger_dir), since=since):
         seq += 1
         top, _, name = change.path.partition("/")
         if top == "jobs" and "/" not in name and change.status == "A":
@@ -71,12 +181,21 @@ def job_history(repo: git.Repo, commit: str, ledger_dir: str) -> History:
         elif top == ledger_dir and "/" not in name and name.endswith(".json"):
             job = name[:-5]
             if change.status == "D" and not change.by_reconciler:
-                history.tampered[job] = (f"ledger record {change.path} was removed by commit {change.commit[:12]}, "
-                                         "which the reconciler did not make; the job will not run again "
-                                         "(write a new job to deploy again)")
+                history.tampered[job] = (f"ledger record {change.path} was removed by commit "
+                                         f"{change.commit[:12]}, which the reconciler did not make; the job "
+                                         "will not run again (write a new job to deploy again)")
             elif change.status in ("A", "M"):
                 history.tampered.pop(job, None)
+    if blob_cache is not None:
+        blob_cache.set_history({"commit": commit, "ledger_dir": ledger_dir, "seq": seq,
+                                "added": {k: list(v) for k, v in history.added.items()},
+                                "tampered": dict(history.tampered)})
     return history
+
+
+def _history_from(saved: dict[str, Any]) -> History:
+    return History(added={k: (int(v[0]), str(v[1]), int(v[2])) for k, v in saved["added"].items()},
+                   tampered=dict(saved["tampered"]))
 
 
 def settings_at(files: RepoFiles) -> tuple[Settings, list[Problem]]:
@@ -85,16 +204,35 @@ def settings_at(files: RepoFiles) -> tuple[Settings, list[Problem]]:
     return parse_settings(raw)
 
 
-def load_commit_state(repo: git.Repo, commit: str, overrides: dict[str, object] | None = None) -> RepoState:
+def load_commit_state(repo: git.Repo, commit: str, overrides: dict[str, object] | None = None, *,
+                      skip_executed: bool = False) -> RepoState:
+    """The committed state at `commit`, parsing only blobs the cache (`.git/reconciler/`) has not seen.
+
+    `skip_executed`: do not re-validate jobs whose finished record claimed exactly this blob; they can
+    never run again, and an edit changes the blob, so a changed one is still checked (a reconcile pass).
+    """
+    blob_cache = open_cache(repo.state_dir)
     settings_files = git.GitTree(repo, commit, (SETTINGS_FILE,))
     settings, problems = settings_at(settings_files)
     settings = settings.override(**(overrides or {}))
-    files = git.GitTree(repo, commit, (SETTINGS_FILE, *TOP_DIRS, settings.ledger_dir))
-    ledger = load_ledger(files, settings.ledger_dir)
-    desired = load_desired(files, settings)
-    history = job_history(repo, commit, settings.ledger_dir)
+    files = BatchedFiles(git.GitTree(repo, commit, (SETTINGS_FILE, *TOP_DIRS, settings.ledger_dir)))
+    ledger = load_ledger(files, settings.ledger_dir, blob_cache)
+    only_jobs = _unexecuted_jobs(files, ledger) if skip_executed else None
+    desired = load_desired(files, settings, blob_cache.parse, only_jobs=only_jobs)
+    history = job_history(repo, commit, settings.ledger_dir, blob_cache)
     ledger.tampered.update(history.tampered)  # SPEC 5.7: a record removed by hand is never re-run
+    blob_cache.save({entry.blob for entry in files.entries().values()})
     return RepoState(settings, desired, ledger, history, commit, files, problems)
+
+
+def _unexecuted_jobs(files: RepoFiles, ledger: Ledger) -> set[str]:
+    """Jobs that still need validating: every job file except those a finished record claimed as is."""
+    done = {job: head.job_blob for job, head in ledger.heads.items() if head.status not in RUNNING}
+    wanted = set()
+    for kind, name, entry in resource_entries(files.entries()):
+        if kind == "job" and done.get(name) != entry.blob:
+            wanted.add(name)
+    return wanted
 
 
 def load_worktree_state(root: Path) -> RepoState:

@@ -118,6 +118,8 @@ def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_
     content: dict[str, dict[str, Entry]] = {}
     broken: dict[tuple[str, str], str] = {}
     job_files: dict[str, JobFile] = {}
+    # content folders live under definitions/: scan that part of the tree once, not once per definition
+    definition_entries = {p: e for p, e in entries.items() if p.startswith("definitions/")}
     for kind, name, entry in resources:
         maybe = parsed.get(entry.path)
         if kind == "job":
@@ -136,7 +138,7 @@ def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_
             servers[name] = server
         else:
             definition = definition_from_data(name, entry.path, result.data)
-            content[name] = _check_definition(definition, result, entries, files, problems)
+            content[name] = _check_definition(definition, result, definition_entries, files, problems)
             definitions[name] = definition
         if len(problems.items) > before:
             broken[(kind, name)] = entry.path
