@@ -1,0 +1,76 @@
+"""The README's file-format documentation stays true: its examples validate, its tables are complete."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from reconciler.ledger import USER_STATUSES, LedgerRecord
+from tests.conftest import ROOT, run_cli
+from tests.test_validate_cases import CODES
+
+README = (ROOT / "README.md").read_text("utf-8")
+
+
+def section(name: str) -> str:
+    match = re.search(rf"<!-- section: {name} -->(.*?)<!-- /section: {name} -->", README, re.S)
+    assert match is not None, name
+    return match.group(1)
+
+
+FORMATS = section("formats")
+CAPTIONED = re.compile(r"^`([^`\s]+)`:\n```[a-z]*\n(.*?)^```$", re.S | re.M)
+
+
+def table_first_column(text: str, header: str) -> set[str]:
+    """The back-quoted names in the first column of the table whose header row starts with `header`."""
+    start = text.index(f"| {header} |")
+    rows = []
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return {m.group(1) for row in rows for m in [re.match(r"\| `([^`]+)`", row)] if m}
+
+
+def test_the_format_examples_form_a_valid_deployment_repo(tmp_path: Path) -> None:
+    files = CAPTIONED.findall(FORMATS)
+    paths = [p for p, _ in files]
+    assert {"reconciler.yaml", "servers/prod-eu.yaml", "definitions/sales-dashboard.yaml"} <= set(paths)
+    assert any(p.startswith("jobs/") for p in paths)
+    for rel, text in files:
+        target = tmp_path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, "utf-8")
+    result = run_cli("validate", "--format", "json", "--repo", str(tmp_path))
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, report["problems"]
+    assert report["jobs"] == 1 and report["servers"] == 1 and report["definitions"] == 1
+
+
+def test_every_problem_code_is_documented() -> None:
+    documented = table_first_column(FORMATS, "Code")
+    assert CODES | {"LEDGER_TAMPERED", "LEDGER_EDIT", "DRIVER_SETTINGS"} <= documented
+
+
+def test_every_ledger_field_is_documented() -> None:
+    start = FORMATS.index("| Field |")
+    table = FORMATS[start:FORMATS.index("\n\n", start)]
+    for field in LedgerRecord.model_fields:
+        assert f"`{field}`" in table, field
+
+
+def test_every_user_result_and_listing_state_is_documented() -> None:
+    assert set(USER_STATUSES) <= table_first_column(FORMATS, "Result")
+    states = {"PENDING", "SCHEDULED", "SUSPENDED", "INVALID", "IN-PROGRESS", "WORKING", "SUCCESS", "FAILURE",
+              "MODIFIED", "DELETED"}
+    assert table_first_column(FORMATS, "State") == states
+
+
+def test_every_command_is_documented() -> None:
+    from reconciler.cli import command_names
+
+    commands = section("commands")
+    for name in command_names():
+        assert f"| `{name}" in commands, name
