@@ -43,7 +43,7 @@ def job_row(state: RepoState, name: str, listing: str) -> dict[str, Any]:
         "created_at": iso(created),
         "last_run_at": iso(record.started_at or record.queued_at) if record else None,
         "finished_at": iso(record.finished_at) if record else None,
-        "description": (jf.data or {}).get("description", "") if jf and isinstance(jf.data, dict) else "",
+        "description": _text((jf.data or {}).get("description")) or "" if jf and isinstance(jf.data, dict) else "",
         "path": jf.path if jf else None,
         "blocks": blocks,
     }
@@ -62,15 +62,22 @@ def _planned_blocks(state: RepoState, name: str) -> list[dict[str, Any]]:
         definition = state.desired.definitions.get(str(raw.get("definition")))
         users: dict[str, str] = {}
         out.append({
-            "definition": raw.get("definition"),
+            "definition": _text(raw.get("definition")),
             "module_type": definition.module_type if definition else None,
-            "server": raw.get("server"),
+            "server": _text(raw.get("server")),
             "environment": server.environment if server else None,
             "organization": server.organization if server else None,
-            "action": raw.get("action", "APPLY-AUTO"),
+            "action": _text(raw.get("action", "APPLY-AUTO")),
             "users": users,
         })
     return out
+
+
+def _text(value: Any) -> str | None:
+    """A field of an invalid job file as the listing's string (or null): the shape stays stable."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value) if isinstance(value, int | float) else None
 
 
 def job_detail(state: RepoState, name: str) -> dict[str, Any] | None:

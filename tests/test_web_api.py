@@ -152,3 +152,22 @@ def test_html_in_jobs_renders_as_text(make_repo: Callable[..., Path],
     assert "&lt;/pre&gt;&lt;script&gt;alert(&#34;comment&#34;)" in pages[1]  # the YAML comment, escaped
     assert "&lt;i&gt;broken&lt;/i&gt;" in pages[2]
     assert "\\u003cscript\\u003e" in pages[0]  # the jobs page's embedded JSON for REFRESH
+
+
+def test_invalid_job_files_keep_the_api_shape(make_repo: Callable[..., Path],
+                                              serve: Callable[..., ServeProcess]) -> None:
+    weird = "description: [1, 2]\nblocks:\n  - {definition: 5, server: [srv], action: {a: 1}}\n  - 7\n"
+    repo = make_repo(jobs={"weird": weird, "odd": "description: 5\nblocks: {}\n"})
+    server = serve(repo)
+    api = server.get("/api/jobs")
+    assert api.status_code == 200
+    assert api.json() == status_json(repo)
+    rows = {row["job"]: row for row in api.json()}
+    assert rows["weird"]["status"] == "INVALID" and rows["weird"]["description"] == ""
+    assert rows["weird"]["blocks"][0] | {"users": {}} == {
+        "definition": "5", "module_type": None, "server": None, "environment": None, "organization": None,
+        "action": None, "users": {}}
+    assert rows["odd"]["description"] == "5" and rows["odd"]["blocks"] == []
+    for path in ("/", "/jobs/weird", "/jobs/odd", "/api/jobs/weird", "/api/jobs/odd"):
+        assert server.get(path).status_code == 200, path
+    assert server.get("/api/jobs/weird").json()["problems"]
