@@ -184,6 +184,7 @@ class FastImport:
     def close(self) -> None:
         self.out.write(b"done\n")
         self.out.close()
+        self.answers.close()
         if self.proc.wait() != 0:
             raise SystemExit("git fast-import failed")
 

@@ -200,11 +200,16 @@ def targets(rows: list[Row], top: int) -> list[str]:
     return out
 
 
+def cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
 def render(rows: list[Row], runs: int, top: int, argv: list[str]) -> str:
     head = ["| jobs | what | command | median wall (s) | peak RSS (MiB) | note |",
             "|---:|---|---|---:|---:|---|"]
-    body = [f"| {r.jobs:,} | {r.what} | `{r.command.replace("|", "\\|")}` | {r.wall:.3f} | {r.rss:.0f} | {r.note} |" for r in rows]
-    machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    body = [f"| {r.jobs:,} | {r.what} | `{cell(r.command)}` | {r.wall:.3f} | {r.rss:.0f} | {r.note} |" for r in rows]
+    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+               f"Python {platform.python_version()}")
     lines = [
         f"Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} on {machine} with "
         f"`python benchmarks/run.py {' '.join(argv)}`; median of {runs} runs each.",

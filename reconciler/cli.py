@@ -27,11 +27,12 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see `{self.prog} --help`)", EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with `only`, just that subcommand (start-up: import one command module, not all)."""
     parser = _Parser(prog="reconciler", description="Declarative GitOps reconciler for run-once deployment jobs.")
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in command_names():
+    for name in [only] if only is not None else command_names():
         module = importlib.import_module(f"reconciler.commands.{name}")
         cmd = sub.add_parser(name, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else None,
                              description=module.__doc__)
@@ -47,8 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        words = list(sys.argv[1:] if argv is None else argv)
+        chosen = words[0] if words and words[0] in command_names() else None
+        parser = build_parser(chosen)
+        args = parser.parse_args(words)
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
