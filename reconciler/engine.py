@@ -257,7 +257,34 @@ class JobRunner:
         context = DriverContext(self.ctx.repo_root, None, self.ctx.env, work_root=self.ctx.work_root,
                                 add_secret=self.ctx.redactor.add)
         driver = drivers.create(server.driver_type, server.driver, context)
+        if not driver.idempotent_apply:
+            queue = self._fail_interrupted_starts(block, server, queue)
+            if self.blocks[block.index].users and policy == "abort" and any(
+                    r.status == "FAILED" for r in self.blocks[block.index].users.values()):
+                for p in queue:
+                    self._set(block.index, p.user, "NOT_RUN", "not run: the job was aborted by a failure")
+                return True
         return self._deploy(block, driver, queue)
+
+    def _fail_interrupted_starts(self, block: Block, server: Server, queue: list[Prepared]) -> list[Prepared]:
+        """Users whose non-idempotent deployment began before a crash are FAILED, never run twice."""
+        started = set(self.blocks[block.index].started)
+        rest = []
+        for p in queue:
+            if p.user in started:
+                reason = (f"interrupted while its deployment was running; not run again because the "
+                          f"{server.driver_type} driver cannot absorb a second run (see `reconciler retry`)")
+                self.log(f"{p.user}: FAILED, {reason}")
+                self._set(block.index, p.user, "FAILED", reason)
+            else:
+                rest.append(p)
+        return rest
+
+    def _mark_started(self, index: int, uid: str) -> None:
+        with self.lock:
+            block = self.blocks[index]
+            self.blocks[index] = block.model_copy(update={"started": [*block.started, uid]})
+        self.checkpoint(f"status: {self.job.name} {uid} starting")
 
     def _deploy(self, block: Block, driver: Driver, queue: list[Prepared]) -> bool:
         aborted = False
@@ -270,6 +297,8 @@ class JobRunner:
                     if item is None:
                         break
                     assert item.request is not None
+                    if not driver.idempotent_apply:  # committed (and pushed) before the call begins
+                        self._mark_started(block.index, item.user)
                     pending[pool.submit(self._call, driver, item.request)] = item
                 if not pending:
                     break

@@ -52,6 +52,9 @@ class BlockRecord(_Frozen):
     organization: str
     action: Literal["PLAN", "APPLY-AUTO", "DESTROY"]
     users: dict[str, UserResult]
+    # users whose call to a driver that cannot absorb a second run (idempotent_apply = False) began;
+    # after a crash such a user without a result is FAILED, never run again
+    started: list[str] = []
 
 
 class Owner(_Frozen):

@@ -321,3 +321,33 @@ def test_retry_with_nothing_to_retry_exits_0(make_repo) -> None:  # type: ignore
     result = run_cli("retry", "ok", "--repo", str(repo))
     assert result.returncode == 0 and "nothing to retry" in result.stdout
     assert not list((repo / "jobs").glob("*retry*"))
+
+
+def test_non_idempotent_driver_is_never_run_twice_after_a_crash(tmp_path: Path) -> None:
+    """The command driver cannot absorb a second run: a user whose command began before a crash is FAILED."""
+    repo = tmp_path / "cmd"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    counter = tmp_path / "runs.txt"
+    write(repo, "reconciler.yaml", "concurrency: 1\n")
+    script = f"import os; open({str(counter)!r}, 'a').write(os.environ['RECONCILER_USER'] + ' ')"
+    write(repo, "servers/tf.yaml", json.dumps({
+        "environment": "test", "organization": "org",
+        "driver": {"type": "command", "commands": {"APPLY-AUTO": [sys.executable, "-c", script]}},
+        "users": [{"id": "u1"}, {"id": "u2"}],
+    }))
+    write(repo, "definitions/mod.yaml", "module_type: terraform/test\ncontent: mod\n")
+    write(repo, "definitions/mod/main.tf", "# module\n")
+    write(repo, "jobs/apply.yaml", "blocks:\n  - {definition: mod, server: tf, users: all}\n")
+    commit_all(repo, "desired")
+    first = run_cli("reconcile", "--repo", str(repo), env={"RECONCILER_FAILPOINTS": "user.after-apply=kill@1"})
+    assert first.returncode == -signal.SIGKILL
+    again = run_cli("reconcile", "--repo", str(repo))
+    assert again.returncode == 1, again.stderr  # the job ends FAILURE: u1 cannot be proven done
+    runs = counter.read_text().split()
+    assert sorted(runs) == ["u1", "u2"]  # each command ran exactly once
+    record = json.loads((repo / "status" / "apply.json").read_text())
+    users = record["blocks"][0]["users"]
+    assert users["u1"]["status"] == "FAILED" and "not run again" in users["u1"]["reason"]
+    assert users["u2"]["status"] == "DEPLOYED"
+    assert not list(SCHEMA.iter_errors(record))

@@ -131,7 +131,9 @@ def test_model_and_schema_require_the_same_fields(model: type[BaseModel], schema
         assert required == _required(model) | MODEL_DEFAULTED_SCHEMA_REQUIRED
         assert _fields(model) - required == OPTIONAL_ON_DISK
     else:
-        assert required == _required(model) == _fields(model)
+        assert required == _required(model)
+        # `started` is written only for drivers that cannot absorb a second run (crash recovery)
+        assert _fields(model) - required == ({"started"} if model is BlockRecord else set())
 
 
 def test_status_enums_agree() -> None:
