@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,14 @@ class LazyRecords(MutableMapping[str, LedgerRecord]):
 
     def __contains__(self, job: object) -> bool:
         return job in self._paths
+
+    def preload(self) -> None:
+        """Read every record not read yet with one batch read (for callers about to list them all)."""
+        wanted = {job: path for job, path in self._paths.items() if job not in self._loaded and path}
+        raw = self._files.read_many(list(wanted.values())) if wanted else {}
+        for job, path in wanted.items():
+            with contextlib.suppress(RecordError):  # left for __getitem__ to report
+                self._loaded[job] = parse_record(job, raw[path])
 
 
 def _head(record: LedgerRecord) -> RecordHead:

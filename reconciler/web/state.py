@@ -32,8 +32,11 @@ class StateCache:
             return None
         with self._lock:
             if tip != self._tip or self._state is None:
-                self._state = load_commit_state(self.repo, tip)
-                self._tip = tip
+                state = load_commit_state(self.repo, tip)
+                preload = getattr(state.ledger.records, "preload", None)
+                if preload is not None:  # the listing reads every record: one batch, not one git call each
+                    preload()
+                self._state, self._tip = state, tip
             return self._state
 
     def rows(self) -> list[dict[str, Any]]:
