@@ -144,7 +144,7 @@ def expected_to_run(specs: list[JobSpec]) -> list[str]:
     return [s.name for s in sorted(runnable, key=lambda s: (last if s.order is None else s.order, s.name))]
 
 
-SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
