@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ from reconciler import git
 from reconciler.commands._repo import deployment_branch
 from reconciler.listing import job_detail, job_rows
 from reconciler.state import RepoState, load_commit_state
+
+ROWS_SECONDS = 2.0
 
 
 class StateCache:
@@ -21,6 +24,7 @@ class StateCache:
         self._lock = threading.Lock()
         self._tip: str | None = None
         self._state: RepoState | None = None
+        self._rows: tuple[RepoState, float, list[dict[str, Any]]] | None = None
 
     def tip(self) -> str | None:
         return git.resolve(self.repo, f"refs/heads/{self.branch}")
@@ -40,11 +44,15 @@ class StateCache:
             return self._state
 
     def rows(self) -> list[dict[str, Any]]:
+        """The job list; reused for a moment at the same tip (pages poll, and only `run_at` ages it)."""
         state = self.get()
         if state is None:
             return []
         with self._lock:  # the plan reads the state's lazily loaded files: one reader at a time
-            return job_rows(state)
+            now = time.monotonic()
+            if self._rows is None or self._rows[0] is not state or now - self._rows[1] > ROWS_SECONDS:
+                self._rows = (state, now, job_rows(state))
+            return self._rows[2]
 
     def detail(self, job: str) -> dict[str, Any] | None:
         state = self.get()
