@@ -83,11 +83,15 @@ def load(raw: bytes) -> Document:
     if text.startswith("\ufeff"):
         text = text[1:]
     loader = _Loader(text)
+    last_line = text.count("\n") + 1  # the parser counts \r and U+2028 as breaks and may point past the end
     try:
         return _Builder(loader).build()
+    except YamlProblem as problem:
+        problem.line = min(problem.line, last_line) if problem.line is not None else None
+        raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
+        line = min(mark.line + 1, last_line) if mark is not None else 1
         reason = exc.problem or str(exc)
         lines = text.splitlines()
         if 0 < line <= len(lines) and "\t" in lines[line - 1][: mark.column + 1 if mark else None]:

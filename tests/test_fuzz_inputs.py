@@ -1,0 +1,263 @@
+"""Fuzzing the loader and the validator (hypothesis): random YAML and mutated resource files.
+
+Whatever the bytes, `yamlsafe.load` returns plain data or raises `YamlProblem`, and `load_desired`
+plus `plan` return problems (a known code, a file of the repo, a line inside it, one printable
+line of text), never an exception. Everything runs in memory over a small `RepoFiles`.
+Examples per test: the `ci` profile (default) or `RECONCILER_FUZZ_PROFILE=thorough`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler import yamlsafe
+from reconciler.ledger import Ledger
+from reconciler.plan import plan
+from reconciler.settings import Settings
+from reconciler.source import MODE_FILE, Entry, blob_id
+from reconciler.validate import load_desired
+
+settings.register_profile("ci", max_examples=250, deadline=None, derandomize=False,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("thorough", max_examples=5000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings.get_profile(os.environ.get("RECONCILER_FUZZ_PROFILE", "ci"))
+
+KNOWN_CODES = {
+    "YAML_PARSE", "YAML_TOO_LARGE", "YAML_ENCODING", "YAML_DUPLICATE_KEY", "YAML_ALIAS_BUDGET", "YAML_DEPTH",
+    "YAML_TAG", "YAML_MERGE", "SCHEMA", "NAME_INVALID", "NAME_MISMATCH", "NAME_DUPLICATE", "USER_DUPLICATE",
+    "DRIVER_UNKNOWN", "DRIVER_SETTINGS", "PATH_ESCAPE", "CONTENT_MISSING", "CONTENT_TOKEN_UNDECLARED",
+    "TOKEN_DUPLICATE", "TOKEN_PATTERN", "TOKEN_VALUE", "SECRET_REQUIRED", "SECRET_PREFIX", "REF_SERVER",
+    "REF_DEFINITION", "REF_INVALID", "REF_USER", "TOKEN_UNDECLARED", "TOKEN_UNCONFIGURED",
+}
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+SERVER = """\
+environment: test
+organization: test-org
+driver:
+  type: local
+  path: .deployments/srv
+users:
+  - id: u1
+    name: User One
+  - id: u2
+    attributes: {team: a}
+"""
+DEFINITION = """\
+module_type: test/content
+description: fuzzed
+content: app
+content_tokens:
+  - name: greeting
+    default: hi
+parameter_tokens:
+  - name: level
+    type: integer
+    default: 1
+  - name: mode
+    type: string
+    enum: [fast, slow]
+    default: fast
+  - name: tag
+    type: string
+    pattern: "v[0-9]+"
+    default: v1
+  - name: api_key
+    type: string
+    secret: true
+"""
+JOB = """\
+description: a job
+on_failure: abort
+run_at: 2026-01-01T00:00:00Z
+blocks:
+  - definition: app
+    server: srv
+    action: APPLY-AUTO
+    users: [u1, u2]
+    content_tokens: {greeting: hello}
+    parameter_tokens:
+      level: 2
+      api_key: {secret: DEPLOY_SECRET_KEY}
+    user_tokens:
+      u2:
+        content_tokens: {greeting: hey}
+        parameter_tokens: {mode: slow}
+  - definition: app
+    server: srv
+    users: all
+    parameter_tokens: {api_key: {secret: DEPLOY_SECRET_KEY}}
+"""
+VALID = {"servers/srv.yaml": SERVER, "definitions/app.yaml": DEFINITION, "jobs/job.yaml": JOB}
+CONTENT = {"definitions/app/config.json": b'{"greeting": "{{ greeting }}"}\n'}
+
+
+class MemoryFiles:
+    """A RepoFiles over a dict of path -> bytes."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def entries(self) -> dict[str, Entry]:
+        return {p: Entry(p, MODE_FILE, blob_id(d)) for p, d in self.files.items()}
+
+    def read_many(self, paths: list[str]) -> dict[str, bytes]:
+        return {p: self.files[p] for p in paths}
+
+
+def check_repo(files: dict[str, bytes]) -> list[Any]:
+    """Validate and plan `files`; assert every problem is well-formed. Returns the problems."""
+    desired = load_desired(MemoryFiles(files), Settings())
+    result = plan(desired, Ledger("status"), NOW, {})
+    for problem in result.problems:
+        assert problem.code in KNOWN_CODES, problem
+        assert problem.path in files, problem
+        if problem.line is not None:
+            assert 1 <= problem.line <= files[problem.path].count(b"\n") + 1, problem
+        text = problem.as_text()
+        assert "\n" not in text and text.isprintable(), text
+        assert problem.as_json()["message"]
+    for name, jf in desired.job_files.items():
+        if jf.valid:
+            assert name in result.to_run or name in result.scheduled or name in result.suspended
+        else:
+            assert name in result.invalid
+            assert any(p.path == jf.path for p in result.problems), jf.path
+    return result.problems
+
+
+def test_the_unmutated_repo_is_valid() -> None:
+    """The seeds must be valid, so that mutations are what break them."""
+    assert check_repo({**{k: v.encode() for k, v in VALID.items()}, **CONTENT}) == []
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def load_or_problem(raw: bytes) -> None:
+    try:
+        doc = yamlsafe.load(raw)
+    except yamlsafe.YamlProblem as problem:
+        assert problem.code.startswith("YAML_"), problem.code
+        assert problem.line is None or problem.line >= 1
+        assert "\n" not in problem.message
+        return
+    assert _plain(doc.data)
+
+
+YAML_BITS = [
+    ":", ": ", "- ", "-", "[", "]", "{", "}", ",", "&a ", "*a", "&b ", "*b", "!", "!!str ", "!!python/object ",
+    "!!binary ", "!foo ", "|", ">", "'", '"', "#", "%YAML 1.1\n", "---\n", "...\n", "? ", "<<: ", "\t", "\n",
+    "  ", "\\", "\x00", "\ufeff", "é", "a", "1", "0x1F", "1e9", ".nan", "-.inf", "~", "null", "yes", "no",
+    "2026-01-01", "{{ x }}", "@", "`", "\r\n",
+]
+yaml_text = st.lists(st.sampled_from(YAML_BITS) | st.text(max_size=5), max_size=60).map("".join)
+
+
+@FUZZ
+@given(st.binary(max_size=400) | yaml_text.map(lambda t: t.encode("utf-8", "surrogatepass")))
+def test_fuzz_random_yaml_loads_or_is_a_problem(raw: bytes) -> None:
+    load_or_problem(raw)
+
+
+scalars = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+           | st.sampled_from(["all", "APPLY-AUTO", "DESTROY", "PLAN", "skip", "../x", "u1", "srv", "app", ".."]))
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(st.text(max_size=12) | st.sampled_from(
+                          ["secret", "name", "type", "default", "users", "content_tokens", "blocks"]),
+                          inner, max_size=4), max_leaves=12)
+
+
+def _paths(data: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(data, dict):
+        for key, value in data.items():
+            found += _paths(value, (*prefix, key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            found += _paths(value, (*prefix, index))
+    return found
+
+
+def _set(data: Any, path: tuple[Any, ...], value: Any, delete: bool) -> Any:
+    if not path:
+        return value
+    parent = data
+    for part in path[:-1]:
+        parent = parent[part]
+    if delete:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return data
+
+
+@st.composite
+def mutated_data(draw: st.DrawFn) -> dict[str, bytes]:
+    """Change values, delete keys, add keys in parsed files; dump them back as YAML."""
+    files = {}
+    for path, text in VALID.items():
+        data = yaml.safe_load(text)
+        for _ in range(draw(st.integers(0, 3))):
+            spots = _paths(data)
+            spot = draw(st.sampled_from(spots))
+            delete = bool(spot) and draw(st.booleans())
+            new = draw(values)
+            if not delete and isinstance(new, float) and math.isnan(new):
+                new = float("inf")
+            data = _set(data, spot, new, delete)
+        flow = draw(st.sampled_from([None, True, False]))
+        files[path] = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True).encode("utf-8")
+    return {**files, **CONTENT}
+
+
+@FUZZ
+@given(mutated_data())
+def test_fuzz_mutated_data_gives_only_problems(files: dict[str, bytes]) -> None:
+    check_repo(files)
+
+
+@st.composite
+def mutated_text(draw: st.DrawFn) -> dict[str, bytes]:
+    """Insert, delete and replace characters of the valid files' text."""
+    files = {}
+    for path, text in VALID.items():
+        raw = text.encode("utf-8")
+        for _ in range(draw(st.integers(0, 4))):
+            at = draw(st.integers(0, len(raw)))
+            cut = draw(st.integers(0, 8))
+            bit = draw(st.sampled_from(YAML_BITS) | st.text(max_size=4)).encode("utf-8", "surrogatepass")
+            if draw(st.booleans()):
+                bit = draw(st.binary(max_size=3)) or bit
+            raw = raw[:at] + bit + raw[at + cut:]
+        files[path] = raw
+    name = draw(st.sampled_from(["job", "Job", "j..b", "j b", "јob", "job.v2", "x" * 64, ".job", "-job"]))
+    files[f"jobs/{name}.yaml"] = files.pop("jobs/job.yaml")
+    return {**files, **CONTENT}
+
+
+@FUZZ
+@given(mutated_text())
+def test_fuzz_mutated_text_gives_only_problems(files: dict[str, bytes]) -> None:
+    check_repo(files)
+
+
+@FUZZ
+@given(st.sampled_from(sorted(VALID)), st.integers(0, 20))
+def test_fuzz_truncated_files_give_only_problems(path: str, keep_percent: int) -> None:
+    files = {**{k: v.encode() for k, v in VALID.items()}, **CONTENT}
+    files[path] = files[path][: len(files[path]) * keep_percent // 20]
+    check_repo(files)
