@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,9 @@ def test_refused_and_ignored_deliveries_start_nothing(make_repo: Callable[..., P
         assert answer.json()["result"] == "ignored", what
     ping = github(server, "ping", payload("ping-payload"), delivery="ping-1")
     assert ping.status_code == 200 and ping.json()["result"] == "pong"
+    form = urllib.parse.urlencode({"payload": json.dumps(payload("push-payload"))}).encode()
+    as_form = github(server, "push", form, delivery="f1", **{"Content-Type": "application/x-www-form-urlencoded"})
+    assert as_form.status_code == 200 and "tag simple-tag" in as_form.json()["reason"]
     assert github(server, "push", b"[1, 2]").status_code == 400  # authenticated, but not an object
     assert github(server, "push", b"{not json").status_code == 400
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import urllib.parse
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -62,7 +63,11 @@ async def read_body(request: Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-def payload_of(body: bytes) -> dict[str, Any]:
+def payload_of(body: bytes, content_type: str = "application/json") -> dict[str, Any]:
+    """The JSON payload; GitHub's form encoding (`payload=<json>`) is accepted too."""
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        body = form.get("payload", [""])[0].encode("utf-8")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -116,7 +121,7 @@ async def github(request: Request) -> JSONResponse:
         event = request.headers.get("x-github-event")
         if not event:
             raise Refused(400, "bad_request", "missing X-GitHub-Event")
-        payload = payload_of(body)
+        payload = payload_of(body, request.headers.get("content-type", "application/json"))
     except Refused as exc:
         return refused(ctx, "github", exc)
     delivery = request.headers.get("x-github-delivery")
