@@ -123,9 +123,10 @@ def test_happy_path_with_per_user_overrides(make_repo: MakeRepo) -> None:
     assert manifests["u1"]["content_digest"] != manifests["u2"]["content_digest"]
     assert manifests["u1"]["content_digest"] == manifests["u3"]["content_digest"]
     blocks = rec["blocks"]
-    assert blocks[0] | {"users": None} == {
+    assert {k: blocks[0][k] for k in ("definition", "module_type", "server", "environment", "organization",
+                                      "action")} == {
         "definition": "app", "module_type": "test/content", "server": "srv", "environment": "test",
-        "organization": "test-org", "action": "APPLY-AUTO", "users": None}
+        "organization": "test-org", "action": "APPLY-AUTO"}
     assert rec["desired_commit"] == git(repo, "rev-list", "--max-count=1", "HEAD", "--", "jobs").strip()
     assert (repo / rec["log"]).is_file()
 
