@@ -37,7 +37,13 @@ class LocalDriver(Driver):
 
     # -- paths -----------------------------------------------------------------------------------
     def _root(self) -> Path:
-        return (self.context.repo_root / str(self.settings["path"])).resolve()
+        raw = str(self.settings["path"])
+        root = (self.context.repo_root / raw).resolve()
+        repo = self.context.repo_root.resolve()
+        if not raw.startswith("/") and not root.is_relative_to(repo):  # e.g. a committed symlink `deploy -> /etc`
+            raise ValueError(f"target path {raw!r} leads outside the repository (to {root}) through a symbolic "
+                             "link; use an absolute path for targets outside it")
+        return root
 
     def _target(self, request: DeployRequest) -> Path:
         root = self._root()
