@@ -269,3 +269,30 @@ def test_sigterm_checkpoints_the_running_pass_and_exits_0(make_repo: Callable[..
     results = record["blocks"][0]["users"]
     assert record["status"] == "WORKING" and 1 <= len(results) < 4  # checkpointed, not finished
     assert all(r["status"] == "DEPLOYED" for r in results.values())
+
+
+def test_push_to_the_remote_is_fetched_and_the_result_pushed_back(make_repo: Callable[..., Path],
+                                                                  serve: Callable[..., ServeProcess],
+                                                                  tmp_path: Path) -> None:
+    """The usual layout: the git host has the branch, serve runs in a clone that only learns of pushes
+    from the webhook. The pass fetches, runs the new job, and pushes its status commits back."""
+    from tests.conftest import git
+
+    origin = tmp_path / "origin.git"
+    seed = make_repo("seed")
+    git(tmp_path, "clone", "-q", "--bare", str(seed), str(origin))
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(origin), str(clone))
+    server = serve(clone)
+    assert statuses(server) == {}
+
+    write(seed, "jobs/from-remote.yaml", JOB)
+    commit_all(seed, "a job pushed to the host")
+    git(seed, "push", "-q", str(origin), "main")
+    assert statuses(server) == {}  # the clone has not seen it yet
+    answer = github(server, "push", main_push(), delivery="remote-1")
+    assert answer.status_code == 202
+    wait_idle(server)
+    assert statuses(server) == {"from-remote": "SUCCESS"}
+    pushed = json.loads(git(origin, "show", "main:status/from-remote.json"))
+    assert pushed["status"] == "SUCCESS"

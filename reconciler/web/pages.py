@@ -67,6 +67,7 @@ def jobs_page(ctx: Ctx, status: str | None = None, environment: str | None = Non
     filters = {"status": status or "", "environment": environment or "", "organization": organization or ""}
     return HTMLResponse(render(
         "jobs.html", branch=ctx.cache.branch, jobs=jobs, rows=shown, filters=filters,
+        pass_busy=any(ctx.runner.busy.values()),
         statuses=sorted(set(LISTING_STATES) | ({status} if status else set())),
         environments=_choices(rows, "environment", environment),
         organizations=_choices(rows, "organization", organization)))
