@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from reconciler import drivers, faults
 from reconciler.drivers.base import DeployRequest, Driver, DriverContext, Outcome
 from reconciler.ledger import BlockRecord, LedgerRecord, UserResult, outcome
-from reconciler.model import Block, Definition, Job, SecretRef, Server, TokenValue
+from reconciler.model import Block, Definition, Job, SecretRef, Server, TokenValue, User
 from reconciler.redact import Redactor
 from reconciler.render import as_text, broken_reason, render, value_text
 from reconciler.source import MODE_LINK
@@ -70,6 +70,13 @@ class RunContext:
     on_user: Callable[[str, str, str], None] | None = None  # (job, user, status) for progress
     work_root: Path | None = None  # drivers' private scratch space, under .git/reconciler/
     _content: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    _users: dict[str, dict[str, User]] = field(default_factory=dict)  # server -> id -> user
+
+    def user_of(self, server: Server, uid: str) -> User:
+        """A user by id in O(1): a block may have 10,000 users."""
+        if server.name not in self._users:
+            self._users[server.name] = {u.id: u for u in server.users}
+        return self._users[server.name][uid]
 
     def content_of(self, definition: Definition) -> dict[str, bytes]:
         if definition.name not in self._content:
@@ -151,7 +158,7 @@ def prepare_user(ctx: RunContext, job: Job, build_id: str, block: Block, server:
     digest = hashlib.sha256()
     for rel, data in sorted(assets.items()):
         digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
-    user = next(u for u in server.users if u.id == uid)
+    user = ctx.user_of(server, uid)
     tokens = {**content_text, **{k: value_text(v) for k, v in params.items()}}
     request = DeployRequest(job=job.name, build_id=build_id, action=block.action, server=server,
                             definition=definition, user=user, assets=assets,

@@ -37,12 +37,16 @@ class LocalDriver(Driver):
 
     # -- paths -----------------------------------------------------------------------------------
     def _root(self) -> Path:
+        cached: Path | None = getattr(self, "_resolved_root", None)
+        if cached is not None:  # resolved once per driver (one block), not once per user: 10,000s of lstat calls
+            return cached
         raw = str(self.settings["path"])
         root = (self.context.repo_root / raw).resolve()
         repo = self.context.repo_root.resolve()
         if not raw.startswith("/") and not root.is_relative_to(repo):  # e.g. a committed symlink `deploy -> /etc`
             raise ValueError(f"target path {raw!r} leads outside the repository (to {root}) through a symbolic "
                              "link; use an absolute path for targets outside it")
+        self._resolved_root = root
         return root
 
     def _target(self, request: DeployRequest) -> Path:
