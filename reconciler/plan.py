@@ -73,6 +73,11 @@ def plan(desired: Desired, ledger: Ledger, now: datetime,
             result.invalid.append(name)
             result.states[name] = "INVALID"
             continue
+        if record is not None and name in ledger.tampered:  # a record edited by hand is not trusted
+            result.problems.append(Problem(ledger.path(name), 1, ledger.tampered[name], "LEDGER_TAMPERED"))
+            result.invalid.append(name)
+            result.states[name] = "INVALID"
+            continue
         if record is not None:
             exists = jf is not None
             modified = exists and jf is not None and is_modified(jf, record)

@@ -189,12 +189,13 @@ def job_history(repo: git.Repo, commit: str, ledger_dir: str, blob_cache: BlobCa
             history.added[stem] = (seq, change.commit, change.time)
         elif top == ledger_dir and "/" not in name and name.endswith(".json"):
             job = name[:-5]
-            if change.status == "D" and not change.by_reconciler:
-                history.tampered[job] = (f"ledger record {change.path} was removed by commit "
+            if change.by_reconciler:
+                history.tampered.pop(job, None)
+            else:  # removed, added or edited by hand: its job is never (re-)run on the strength of it
+                verb = {"D": "removed", "A": "added"}.get(change.status, "changed")
+                history.tampered[job] = (f"ledger record {change.path} was {verb} by commit "
                                          f"{change.commit[:12]}, which the reconciler did not make; the job "
                                          "will not run again (write a new job to deploy again)")
-            elif change.status in ("A", "M"):
-                history.tampered.pop(job, None)
     if blob_cache is not None:
         blob_cache.set_history({"commit": commit, "ledger_dir": ledger_dir, "seq": seq,
                                 "added": {k: list(v) for k, v in history.added.items()},

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import resource
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -179,6 +180,11 @@ def _mutate(repo: Path, mutation: str) -> None:
         record.write_bytes(b"\xff\xfe not json at all \x00")
     elif mutation == "extra_field":
         record.write_text(json.dumps({**data, "force_rerun": True}, indent=2), "utf-8")
+    elif mutation == "force_resume":  # still schema-valid: claims the build was cut short by a dead owner
+        owner = {**data["owner"], "host": socket.gethostname(), "pid": 2**22 + 1}
+        record.write_text(json.dumps({**data, "status": "WORKING", "owner": owner, "blocks": [], "summary": {},
+                                      "finished_at": None, "lease_expires_at": "2000-01-01T00:00:00Z"},
+                                     indent=2), "utf-8")
     elif mutation == "delete_record":
         git(repo, "rm", "-q", "status/bad.json")
     elif mutation == "modify_job":
