@@ -9,6 +9,8 @@ timestamps stay strings (JSON Schema validates them), and every value and key re
 
 from __future__ import annotations
 
+import bisect
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,13 +87,13 @@ def load(raw: bytes) -> Document:
     loader = _Loader(text)
     last_line = text.count("\n") + 1  # the parser counts \r and U+2028 as breaks and may point past the end
     try:
-        return _Builder(loader).build()
+        return _Builder(loader, _Lines(text)).build()
     except YamlProblem as problem:
         problem.line = min(problem.line, last_line) if problem.line is not None else None
         raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = min(mark.line + 1, last_line) if mark is not None else 1
+        line = min(_Lines(text)(mark), last_line) if mark is not None else 1
         reason = exc.problem or str(exc)
         lines = text.splitlines()
         if 0 < line <= len(lines) and "\t" in lines[line - 1][: mark.column + 1 if mark else None]:
@@ -109,9 +111,24 @@ def load(raw: bytes) -> Document:
         loader.dispose()
 
 
+class _Lines:
+    """Line numbers as editors and git count them (`\n`). YAML also breaks lines at a lone `\r`, NEL,
+    U+2028 and U+2029, so the parser's own line count can disagree; its character index cannot."""
+
+    def __init__(self, text: str) -> None:
+        self.exotic = any(c in text for c in "\r\x85\u2028\u2029")
+        self.breaks = [m.start() for m in re.finditer("\n", text)] if self.exotic else []
+
+    def __call__(self, mark: Any) -> int:
+        if not self.exotic:
+            return int(mark.line) + 1
+        return bisect.bisect_left(self.breaks, mark.index) + 1
+
+
 class _Builder:
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Any, line: _Lines) -> None:
         self.loader = loader
+        self.line = line
         self.doc = Document(data=None)
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.nodes = 0
@@ -136,14 +153,14 @@ class _Builder:
         ld.get_event()  # DocumentEnd
         if not ld.check_event(yaml.StreamEndEvent):
             ev = ld.peek_event()
-            raise YamlProblem("YAML_PARSE", "file holds more than one YAML document", ev.start_mark.line + 1)
+            raise YamlProblem("YAML_PARSE", "file holds more than one YAML document", self.line(ev.start_mark))
         self.doc.data = data
         return self.doc
 
     def _node(self, path: Path_, depth: int) -> tuple[Any, int]:
         """Build the next node; returns (value, node count including expansions)."""
         ev = self.loader.get_event()
-        line = ev.start_mark.line + 1
+        line = self.line(ev.start_mark)
         if isinstance(ev, yaml.AliasEvent):
             if ev.anchor not in self.anchors:
                 raise YamlProblem("YAML_PARSE", f"alias *{ev.anchor} is used before its anchor", line)
@@ -210,7 +227,7 @@ class _Builder:
         size = 1
         while not self.loader.check_event(yaml.MappingEndEvent):
             kev = self.loader.get_event()
-            kline = kev.start_mark.line + 1
+            kline = self.line(kev.start_mark)
             if not isinstance(kev, yaml.ScalarEvent):
                 raise YamlProblem("YAML_PARSE", "mapping keys must be plain scalars", kline)
             if kev.tag not in (None, "!", _STR):
