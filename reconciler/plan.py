@@ -51,7 +51,7 @@ def is_modified(jf: JobFile, record: RecordFacts) -> bool:
         return True
     try:
         same = digest.same_meaning(jf.data, record.spec_digest)
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         return True
     if same is None:  # written by a newer reconciler with an algorithm we do not know: do not accuse it
         return False

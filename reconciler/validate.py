@@ -296,6 +296,12 @@ def _check_job(jf: JobFile, parsed: Parsed, servers: dict[str, Server], definiti
     assert doc is not None and jf.data is not None
     out = ProblemList()
     path = jf.path
+    run_at = jf.data.get("run_at")
+    if isinstance(run_at, str):  # the schema's pattern lets through e.g. 2026-02-30 and +99:99
+        try:
+            parse_time(run_at)
+        except (ValueError, OverflowError) as exc:
+            out.add(path, doc.line_of(("run_at",)), f"run_at: {run_at!r} is not a valid time ({exc})", "SCHEMA")
     for index, raw in enumerate(jf.data["blocks"]):
         block = block_from_data(index, raw)
         at: tuple[Any, ...] = ("blocks", index)

@@ -8,6 +8,7 @@ Examples per test: the `ci` profile (default) or `RECONCILER_FUZZ_PROFILE=thorou
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import yamlsafe
+from reconciler import schemas, yamlsafe
 from reconciler.ledger import Ledger
 from reconciler.plan import plan
 from reconciler.settings import Settings
@@ -261,3 +262,11 @@ def test_fuzz_truncated_files_give_only_problems(path: str, keep_percent: int) -
     files = {**{k: v.encode() for k, v in VALID.items()}, **CONTENT}
     files[path] = files[path][: len(files[path]) * keep_percent // 20]
     check_repo(files)
+
+
+@FUZZ
+@given(st.from_regex(schemas.schema("job")["properties"]["run_at"]["pattern"]))
+def test_fuzz_run_at_that_matches_the_schema_pattern(run_at: str) -> None:
+    """The pattern admits impossible times (2026-02-30, +99:99, year 0): a problem, never a crash."""
+    job = JOB.replace("run_at: 2026-01-01T00:00:00Z", f"run_at: {json.dumps(run_at)}")
+    check_repo({**{k: v.encode() for k, v in VALID.items()}, **CONTENT, "jobs/job.yaml": job.encode()})
