@@ -12,10 +12,11 @@ import json
 import math
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from reconciler import schemas, yamlsafe
@@ -270,3 +271,67 @@ def test_fuzz_run_at_that_matches_the_schema_pattern(run_at: str) -> None:
     """The pattern admits impossible times (2026-02-30, +99:99, year 0): a problem, never a crash."""
     job = JOB.replace("run_at: 2026-01-01T00:00:00Z", f"run_at: {json.dumps(run_at)}")
     check_repo({**{k: v.encode() for k, v in VALID.items()}, **CONTENT, "jobs/job.yaml": job.encode()})
+
+
+_JOB_DEFS = schemas.schema("job")["$defs"]
+_NAME = st.from_regex(_JOB_DEFS["resource_name"]["pattern"])
+_USER = st.sampled_from(["u1", "u2"]) | st.from_regex(_JOB_DEFS["user_id"]["pattern"])
+_TOKEN = st.sampled_from(["greeting", "level", "mode", "tag", "api_key"]) | st.from_regex(
+    _JOB_DEFS["token_name"]["pattern"])
+_SECRET = st.sampled_from(["DEPLOY_SECRET_KEY", "DEPLOY_SECRET_UNSET", "HOME"]) | st.from_regex(
+    _JOB_DEFS["secret_ref"]["properties"]["secret"]["pattern"])
+_VALUE = (st.text(max_size=12) | st.integers() | st.floats(allow_nan=False) | st.booleans()
+          | st.sampled_from(["v7", "slow", "{{ greeting }}", "$(id)"]) | st.builds(lambda n: {"secret": n}, _SECRET))
+_VALUES = st.dictionaries(_TOKEN, _VALUE, max_size=3)
+_BLOCK = st.fixed_dictionaries(
+    {"definition": st.just("app") | _NAME, "server": st.just("srv") | _NAME,
+     "users": st.just("all") | st.lists(_USER, min_size=1, max_size=3, unique=True)},
+    optional={"action": st.sampled_from(["PLAN", "APPLY-AUTO", "DESTROY"]), "content_tokens": _VALUES,
+              "parameter_tokens": _VALUES,
+              "user_tokens": st.dictionaries(_USER, st.fixed_dictionaries(
+                  {}, optional={"content_tokens": _VALUES, "parameter_tokens": _VALUES}), max_size=2)})
+_GOOD_VALUES = st.fixed_dictionaries(
+    {"api_key": st.just({"secret": "DEPLOY_SECRET_KEY"}) | st.builds(lambda n: {"secret": n}, _SECRET)},
+    optional={"level": st.integers(), "mode": st.sampled_from(["fast", "slow"]),
+              "tag": st.from_regex(r"\Av[0-9]{1,5}\Z")})
+_GOOD_BLOCK = st.fixed_dictionaries(
+    {"definition": st.just("app"), "server": st.just("srv"),
+     "users": st.just("all") | st.lists(st.sampled_from(["u1", "u2"]), min_size=1, max_size=2, unique=True),
+     "parameter_tokens": _GOOD_VALUES},
+    optional={"action": st.sampled_from(["PLAN", "APPLY-AUTO", "DESTROY"]),
+              "content_tokens": st.fixed_dictionaries({"greeting": _VALUE}),
+              "user_tokens": st.dictionaries(st.sampled_from(["u1", "u2"]), st.fixed_dictionaries(
+                  {}, optional={"content_tokens": st.fixed_dictionaries({"greeting": _VALUE})}), max_size=2)})
+schema_shaped_jobs = st.fixed_dictionaries(
+    {"blocks": st.lists(_GOOD_BLOCK | _GOOD_BLOCK | _GOOD_BLOCK | _BLOCK, min_size=1, max_size=3)},
+    optional={"on_failure": st.sampled_from(["skip", "force", "abort"]), "suspend": st.booleans(),
+              "description": st.text(max_size=20), "retry_of": _NAME,
+              "run_at": st.from_regex(schemas.schema("job")["properties"]["run_at"]["pattern"])})
+
+
+@FUZZ
+@given(schema_shaped_jobs)
+def test_fuzz_schema_shaped_jobs_validate_and_render(job: dict[str, Any]) -> None:
+    """Jobs that pass (or nearly pass) the schema reach the cross-file rules and, when valid, rendering:
+    only problems come out, and every recipient of a valid job renders without an exception."""
+    from reconciler.engine import BuildLog, RunContext, prepare_user, recipients
+    from reconciler.redact import Redactor
+
+    files = {**{k: v.encode() for k, v in VALID.items()}, **CONTENT,
+             "jobs/job.yaml": json.dumps(job, ensure_ascii=False).encode()}
+    check_repo(files)
+    desired = load_desired(MemoryFiles(files), Settings())
+    parsed = desired.jobs.get("job")
+    event("valid job" if parsed is not None else "invalid job")
+    if parsed is None:
+        return
+    ctx = RunContext(desired=desired, repo_root=Path("/nonexistent"), env={"DEPLOY_SECRET_KEY": "s3cret"},
+                     redactor=Redactor(), store=None)  # type: ignore[arg-type]
+    log = BuildLog(ctx.redactor)
+    for block in parsed.blocks:
+        server = desired.servers[block.server]
+        for uid in recipients(block, server):
+            prepared = prepare_user(ctx, parsed, "build", block, server, desired.definitions[block.definition],
+                                    uid, log)
+            assert prepared.request is not None
+            assert "s3cret" not in log.text()
