@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import urllib.parse
 
@@ -10,7 +11,7 @@ MASK = "[REDACTED]"
 
 
 class Redactor:
-    """Replaces known secret values, and their URL- and base64-encoded forms, with a mask."""
+    """Replaces known secret values, and their URL-, JSON- and base64-encoded forms, with a mask."""
 
     def __init__(self) -> None:
         self._forms: set[str] = set()
@@ -21,6 +22,8 @@ class Redactor:
         if len(secret) < 3:  # masking 1-2 characters everywhere would destroy every log; refuse to pretend
             return
         forms = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+        # as a tool printing JSON writes it: quotes and backslashes escaped, non-ASCII as \uXXXX or not
+        forms |= {json.dumps(secret, ensure_ascii=flag)[1:-1] for flag in (True, False)}
         raw = secret.encode("utf-8")
         for encoder in (base64.b64encode, base64.urlsafe_b64encode):
             encoded = encoder(raw).decode()

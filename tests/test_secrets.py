@@ -167,3 +167,33 @@ def test_a_missing_secret_is_named_never_guessed(tmp_path: Path, target: Target)
     assert all("DEPLOY_SECRET_KEY" in r for r in reasons), reasons
     assert not (repo / ".deployments/local/u1/app").exists()
     assert target.deployments == {}
+
+
+def test_a_tool_printing_the_secret_as_json_is_masked(tmp_path: Path) -> None:
+    """Only the command driver sees this secret (no other driver registers extra forms of it): quotes,
+    a backslash and non-ASCII make its JSON-escaped forms differ from the raw value."""
+    secret = 'q"uo\\te-é-s3cret'
+    repo = tmp_path / "deploy"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    tool = ("import json, os; v = os.environ['RECONCILER_TOKEN_API_KEY']; "
+            "print(json.dumps({'key': v})); print(json.dumps({'key': v}, ensure_ascii=False))")
+    write(repo, "servers/cmd.yaml", yaml.safe_dump({
+        "environment": "e", "organization": "o", "users": [{"id": "u1"}],
+        "driver": {"type": "command", "commands": {"APPLY-AUTO": [sys.executable, "-c", tool]}}}))
+    write(repo, "definitions/app.yaml", "module_type: t/x\nparameter_tokens: [{name: api_key, type: string, "
+          "secret: true}]\n")
+    block = {"definition": "app", "server": "cmd", "users": "all",
+             "parameter_tokens": {"api_key": {"secret": "DEPLOY_SECRET_J"}}}
+    write(repo, "jobs/json.yaml", yaml.safe_dump({"blocks": [block]}))
+    commit_all(repo, "a tool that prints JSON")
+    result = run_cli("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_J": secret})
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads((repo / "status/json.json").read_text("utf-8"))
+    log = (repo / record["log"]).read_text("utf-8")
+    assert log.count('{"key": "[REDACTED]"}') == 2, log
+    texts = {"log": log, "output": result.stdout + result.stderr,
+             "git": git(repo, "log", "-p", "--all", "--format=%H%n%B")}
+    for name, text in texts.items():
+        for form in (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], secret):
+            assert form not in text, f"{name} shows {form!r}"
