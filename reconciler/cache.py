@@ -27,7 +27,8 @@ from reconciler.resources import Finding, Parsed, parse_resource
 from reconciler.yamlsafe import Document
 
 FILE_NAME = "cache-v1.bin"
-_FORMAT = 1
+HISTORIES = 4
+_FORMAT = 2
 _CODE = ("yamlsafe.py", "resources.py", "schemas.py", "ledger.py", "digest.py", "cache.py", "state.py")
 
 
@@ -74,7 +75,7 @@ class BlobCache:
         self.path = path
         self._parsed: dict[str, bytes] = {}
         self._records: dict[str, tuple[str, ...]] = {}
-        self.history: dict[str, Any] | None = None
+        self.histories: list[dict[str, Any]] = []  # job-history walks, newest first (a few commits)
         self._used_parsed: set[str] = set()
         self._used_records: set[str] = set()
         self.dirty = False
@@ -91,7 +92,7 @@ class BlobCache:
         if key != cache_key():
             self.dirty = True  # another version wrote it: overwrite on save
             return
-        self._parsed, self._records, self.history = parsed, records, history
+        self._parsed, self._records, self.histories = parsed, records, history
 
     # -- resources ---------------------------------------------------------------------------------
     def parse(self, kind: str, blob: str, raw: bytes) -> Parsed:
@@ -131,9 +132,12 @@ class BlobCache:
         self.dirty = True
 
     def set_history(self, value: dict[str, Any]) -> None:
-        if value != self.history:
-            self.history = value
-            self.dirty = True
+        """Remember a walk; a few are kept, so `check` (base and head) and `reconcile` do not evict each other."""
+        if self.histories and self.histories[0] == value:
+            return
+        others = [h for h in self.histories if h.get("commit") != value.get("commit")]
+        self.histories = [value, *others][:HISTORIES]
+        self.dirty = True
 
     # -- saving ------------------------------------------------------------------------------------
     def save(self, present: set[str] | frozenset[str] = frozenset()) -> None:
@@ -149,7 +153,7 @@ class BlobCache:
         records = {k: v for k, v in self._records.items() if keep(k, self._used_records)}
         if not self.dirty and len(parsed) == len(self._parsed) and len(records) == len(self._records):
             return
-        data = marshal.dumps((cache_key(), parsed, records, self.history))
+        data = marshal.dumps((cache_key(), parsed, records, self.histories))
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             tmp.write_bytes(data)

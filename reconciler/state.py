@@ -171,16 +171,18 @@ def job_history(repo: git.Repo, commit: str, ledger_dir: str, blob_cache: BlobCa
     history = History()
     seq = 0
     since: str | None = None
-    saved = blob_cache.history if blob_cache is not None else None
-    if saved is not None and saved.get("ledger_dir") != ledger_dir:
-        saved = None
-    if saved is not None and saved.get("commit") == commit:
-        return _history_from(saved)
-    if (saved is not None and git.is_ancestor(repo, saved["commit"], commit)
-            and git.linear_since(repo, saved["commit"], commit)):
-        history = _history_from(saved)
-        seq = int(saved["seq"])
-        since = saved["commit"]
+    saved = [h for h in blob_cache.histories if h.get("ledger_dir") == ledger_dir] if blob_cache else []
+    for walk in saved:
+        if walk.get("commit") == commit:
+            if blob_cache is not None:
+                blob_cache.set_history(walk)
+            return _history_from(walk)
+    for walk in saved:  # continue the walk of an ancestor, when nothing but plain commits lie between
+        if git.is_ancestor(repo, walk["commit"], commit) and git.linear_since(repo, walk["commit"], commit):
+            history = _history_from(walk)
+            seq = int(walk["seq"])
+            since = walk["commit"]
+            break
     for change in git.changes(repo, commit, ("jobs", ledger_dir), since=since):
         seq += 1
         top, _, name = change.path.partition("/")
