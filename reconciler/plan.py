@@ -89,10 +89,10 @@ def plan(desired: Desired, ledger: Ledger, now: datetime,
                 result.modified.append(name)
             elif not exists:
                 result.deleted.append(name)
-            elif record.status in RUNNING:
-                result.in_flight.append(name)
-            else:
+            elif record.status not in RUNNING:
                 result.up_to_date.append(name)
+            if record.status in RUNNING:  # recovered from its claimed commit, even if edited or deleted since
+                result.in_flight.append(name)
             result.states[name] = listing_state(record, exists=exists, valid=True, modified=modified,
                                                 suspended=False, scheduled=False)
             continue

@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -190,10 +190,15 @@ def run_pass(options: PassOptions) -> PassResult:
             record = state.ledger.records[job]
             if options.only and job != options.only:
                 continue
-            if not recoverable(record, now) or job not in state.desired.jobs:
+            if not recoverable(record, now):
                 result.skipped_in_flight.append(job)
                 continue
-            if not _run_one(ctx, state, store, record, options, result, recovering=True):
+            # a build resumes exactly what was claimed: the job, servers and definitions of its commit
+            claimed = state if record.desired_commit == state.commit else load_commit_state(
+                repo, record.desired_commit, {"concurrency": options.concurrency})
+            claimed_ctx = ctx if claimed is state else replace(ctx, desired=claimed.desired, _content={})
+            if not _run_one(claimed_ctx, state, store, record, options, result, recovering=True,
+                            claimed=claimed):
                 return result
         for job in plan.to_run:
             if options.only and job != options.only:
@@ -231,9 +236,11 @@ def _configured(repo: git.Repo, key: str) -> str | None:
 
 
 def _run_one(ctx: RunContext, state: RepoState, store: BranchStore, record: LedgerRecord, options: PassOptions,
-             result: PassResult, recovering: bool = False, log: BuildLog | None = None) -> bool:
+             result: PassResult, recovering: bool = False, log: BuildLog | None = None,
+             claimed: RepoState | None = None) -> bool:
     """Run (or recover) one job; False when the pass must stop (interrupted)."""
-    job = state.desired.jobs[record.job]
+    claimed = claimed or state
+    job = claimed.desired.jobs.get(record.job)
     if log is None:
         previous = ""
         try:
@@ -245,11 +252,14 @@ def _run_one(ctx: RunContext, state: RepoState, store: BranchStore, record: Ledg
     if recovering:
         options.events("job.recovering", {"job": record.job, "build_id": record.build_id})
         log(f"recovering build {record.build_id} (owner {record.owner.host} pid {record.owner.pid} is gone)")
-        if record.on_interrupt == "fail":
-            result.ran.append(_fail_interrupted(record, state, store, log))
+        if record.on_interrupt == "fail" or job is None:
+            if job is None:
+                log(f"the claimed job cannot be loaded from commit {record.desired_commit[:12]}; ending it")
+            result.ran.append(_fail_interrupted(record, claimed, store, log))
             return True
         record = record.model_copy(update={"owner": Owner.me(utcnow()),
                                            "recoveries": record.recoveries + 1})
+    assert job is not None
     options.events("job.started", {"job": record.job, "build_id": record.build_id})
     try:
         final = JobRunner(ctx, job, record, log).run()

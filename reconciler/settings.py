@@ -7,7 +7,7 @@ from typing import Any
 
 from reconciler.problems import Problem
 from reconciler.resources import parse_resource
-from reconciler.source import SETTINGS_FILE
+from reconciler.source import SETTINGS_FILE, TOP_DIRS
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,13 @@ def parse_settings(raw: bytes | None) -> tuple[Settings, list[Problem]]:
     if parsed.data is None and parsed.doc is not None and not parsed.findings[0].message.startswith("a settings"):
         return Settings(), []  # an empty settings file means all defaults
     problems = [Problem(SETTINGS_FILE, f.line, f.message, f.code) for f in parsed.findings]
+    data = parsed.data
+    if not problems and data.get("ledger_dir") in TOP_DIRS:
+        line = parsed.doc.line_of(("ledger_dir",)) if parsed.doc else 1
+        problems.append(Problem(SETTINGS_FILE, line, f"ledger_dir cannot be {data['ledger_dir']!r}: that folder holds "
+                                "desired state; the ledger needs a folder of its own (default: status)", "SCHEMA"))
     if problems:
         return Settings(), problems
-    data = parsed.data
     author = data.get("commit_author") or {}
     return (
         Settings(

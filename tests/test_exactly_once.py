@@ -351,3 +351,22 @@ def test_non_idempotent_driver_is_never_run_twice_after_a_crash(tmp_path: Path) 
     assert users["u1"]["status"] == "FAILED" and "not run again" in users["u1"]["reason"]
     assert users["u2"]["status"] == "DEPLOYED"
     assert not list(SCHEMA.iter_errors(record))
+
+
+def test_a_build_interrupted_and_then_edited_resumes_what_was_claimed(tmp_path: Path) -> None:
+    """Editing (or deleting) a job while its build is in flight never strands the build, nor changes it."""
+    _, clone = make_origin(tmp_path, jobs=1, settings="concurrency: 1\n")
+    first = run_cli("reconcile", "--repo", str(clone), env={"RECONCILER_FAILPOINTS": "user.after-apply=kill@1"})
+    assert first.returncode == -signal.SIGKILL
+    write(clone, "jobs/job-00.yaml", JOB.format(n="edited"))
+    commit_all(clone, "human: edit the job mid-build")
+    git(clone, "push", "-q", "origin", "main")
+    again = run_cli("reconcile", "--repo", str(clone))
+    assert again.returncode == 1, again.stderr  # the edit is a MODIFIED problem...
+    assert "MODIFIED" in again.stderr
+    record = json.loads((clone / "status" / "job-00.json").read_text())
+    assert record["status"] == "SUCCESS" and record["recoveries"] == 1  # ...and the claimed build still finished
+    deployed = (clone / ".deployments" / "srv" / "u3" / "app" / "hello.txt").read_text()
+    assert deployed == "hello 0\n"  # the claimed version, not the edit
+    status = json.loads(run_cli("status", "--repo", str(clone), "--format", "json").stdout)
+    assert [row["status"] for row in status] == ["MODIFIED"]
