@@ -42,6 +42,19 @@ class RepoFiles(Protocol):
     def read_many(self, paths: list[str]) -> dict[str, bytes]: ...
 
 
+class MemoryFiles:
+    """A RepoFiles over a mapping of path -> bytes (tests, and checks that never touch a disk)."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = dict(files)
+
+    def entries(self) -> dict[str, Entry]:
+        return {p: Entry(p, MODE_FILE, blob_id(d)) for p, d in self.files.items()}
+
+    def read_many(self, paths: list[str]) -> dict[str, bytes]:
+        return {p: self.files[p] for p in paths}
+
+
 def read_one(files: RepoFiles, path: str) -> bytes:
     return files.read_many([path])[path]
 

@@ -28,7 +28,7 @@ from reconciler.ledger import (
 )
 from reconciler.plan import Plan, plan
 from reconciler.settings import Settings
-from reconciler.source import MODE_FILE, Entry, blob_id
+from reconciler.source import MemoryFiles
 from reconciler.validate import Desired, load_desired
 
 settings.register_profile("ci", max_examples=200, deadline=None,
@@ -60,15 +60,6 @@ VARIANTS = {
 NAMES = ("a", "b", "c")
 
 
-class MemoryFiles:
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-
-    def entries(self) -> dict[str, Entry]:
-        return {p: Entry(p, MODE_FILE, blob_id(d)) for p, d in self.files.items()}
-
-    def read_many(self, paths: list[str]) -> dict[str, bytes]:
-        return {p: self.files[p] for p in paths}
 
 
 @dataclass

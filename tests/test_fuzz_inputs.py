@@ -23,7 +23,7 @@ from reconciler import schemas, yamlsafe
 from reconciler.ledger import Ledger
 from reconciler.plan import plan
 from reconciler.settings import Settings
-from reconciler.source import MODE_FILE, Entry, blob_id
+from reconciler.source import MemoryFiles
 from reconciler.validate import load_desired
 
 settings.register_profile("ci", max_examples=250, deadline=None, derandomize=False,
@@ -102,17 +102,6 @@ VALID = {"servers/srv.yaml": SERVER, "definitions/app.yaml": DEFINITION, "jobs/j
 CONTENT = {"definitions/app/config.json": b'{"greeting": "{{ greeting }}"}\n'}
 
 
-class MemoryFiles:
-    """A RepoFiles over a dict of path -> bytes."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-
-    def entries(self) -> dict[str, Entry]:
-        return {p: Entry(p, MODE_FILE, blob_id(d)) for p, d in self.files.items()}
-
-    def read_many(self, paths: list[str]) -> dict[str, bytes]:
-        return {p: self.files[p] for p in paths}
 
 
 def check_repo(files: dict[str, bytes]) -> list[Any]:

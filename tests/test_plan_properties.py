@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from reconciler.ledger import Ledger, LedgerRecord, Owner
 from reconciler.plan import NEVER, Plan, plan
 from reconciler.settings import Settings
-from reconciler.source import MODE_FILE, Entry, blob_id
+from reconciler.source import MemoryFiles, blob_id
 from reconciler.timeutil import iso
 from reconciler.validate import Desired, load_desired
 
@@ -27,17 +27,6 @@ DEFINITION = b"module_type: t/x\ncontent: app\ncontent_tokens: [{name: greeting}
 CONTENT = b"hello {{ greeting }}\n"
 
 
-class MemoryFiles:
-    """A RepoFiles over a dict of path -> bytes."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = dict(files)
-
-    def entries(self) -> dict[str, Entry]:
-        return {p: Entry(p, MODE_FILE, blob_id(d)) for p, d in self.files.items()}
-
-    def read_many(self, paths: list[str]) -> dict[str, bytes]:
-        return {p: self.files[p] for p in paths}
 
 
 @dataclass(frozen=True)
