@@ -28,7 +28,7 @@ from reconciler.yamlsafe import Document
 
 FILE_NAME = "cache-v1.bin"
 HISTORIES = 4
-_FORMAT = 2
+_FORMAT = 4
 _CODE = ("yamlsafe.py", "resources.py", "schemas.py", "ledger.py", "digest.py", "cache.py", "state.py")
 
 
@@ -55,16 +55,30 @@ class RecordHead:
     status: str
 
 
+class _LazyDocument(Document):
+    """A cached `Document` whose line maps are unpacked on first use: only a problem needs a line."""
+
+    def __init__(self, data: Any, packed_lines: bytes) -> None:
+        self.data = data
+        self._packed = packed_lines
+
+    def __getattr__(self, name: str) -> Any:  # called only for attributes not set yet
+        if name in ("value_lines", "key_lines") and "_packed" in self.__dict__:
+            self.value_lines, self.key_lines = marshal.loads(self.__dict__.pop("_packed"))
+            return getattr(self, name)
+        raise AttributeError(name)
+
+
 def _dump_parsed(parsed: Parsed) -> bytes:
     doc = parsed.doc
-    lines = (doc.value_lines, doc.key_lines) if doc is not None else None
+    lines = marshal.dumps((doc.value_lines, doc.key_lines)) if doc is not None else None
     findings = tuple((f.line, f.message, f.code) for f in parsed.findings)
     return marshal.dumps((parsed.data, lines, findings))
 
 
 def _load_parsed(raw: bytes) -> Parsed:
     data, lines, findings = marshal.loads(raw)
-    doc = None if lines is None else Document(data, lines[0], lines[1])
+    doc = None if lines is None else _LazyDocument(data, lines)
     return Parsed(data, doc, tuple(Finding(*f) for f in findings))
 
 

@@ -14,10 +14,11 @@ from reconciler.errors import UserError
 from reconciler.ledger import RUNNING, Ledger, LedgerRecord, RecordError, parse_record, record_paths
 from reconciler.plan import Plan, plan
 from reconciler.problems import Problem
+from reconciler.resources import SUFFIXES, stem_of
 from reconciler.settings import Settings, parse_settings
 from reconciler.source import SETTINGS_FILE, TOP_DIRS, Entry, RepoFiles, WorktreeFiles, read_one
 from reconciler.timeutil import utcnow
-from reconciler.validate import Desired, load_desired, resource_entries
+from reconciler.validate import Desired, load_desired
 
 
 @dataclass
@@ -200,14 +201,13 @@ def job_history(repo: git.Repo, commit: str, ledger_dir: str, blob_cache: BlobCa
                                          "will not run again (write a new job to deploy again)")
     if blob_cache is not None:
         blob_cache.set_history({"commit": commit, "ledger_dir": ledger_dir, "seq": seq,
-                                "added": {k: list(v) for k, v in history.added.items()},
+                                "added": dict(history.added),
                                 "tampered": dict(history.tampered)})
     return history
 
 
 def _history_from(saved: dict[str, Any]) -> History:
-    return History(added={k: (int(v[0]), str(v[1]), int(v[2])) for k, v in saved["added"].items()},
-                   tampered=dict(saved["tampered"]))
+    return History(added=dict(saved["added"]), tampered=dict(saved["tampered"]))  # marshal keeps the tuples
 
 
 def settings_at(files: RepoFiles) -> tuple[Settings, list[Problem]]:
@@ -241,9 +241,11 @@ def _unexecuted_jobs(files: RepoFiles, ledger: Ledger) -> set[str]:
     """Jobs that still need validating: every job file except those a finished record claimed as is."""
     done = {job: head.job_blob for job, head in ledger.heads.items() if head.status not in RUNNING}
     wanted = set()
-    for kind, name, entry in resource_entries(files.entries()):
-        if kind == "job" and done.get(name) != entry.blob:
-            wanted.add(name)
+    for path, entry in files.entries().items():
+        if path.startswith("jobs/") and path.endswith(SUFFIXES) and "/" not in path[5:]:
+            name = stem_of(path)
+            if done.get(name) != entry.blob:
+                wanted.add(name)
     return wanted
 
 
