@@ -29,7 +29,7 @@ from reconciler.yamlsafe import Document
 FILE_NAME = "cache-v1.bin"
 HISTORIES = 4
 _FORMAT = 4
-_CODE = ("yamlsafe.py", "resources.py", "schemas.py", "ledger.py", "digest.py", "cache.py", "state.py")
+_CODE = ("yamlsafe.py", "resources.py", "schemas.py", "ledger.py", "timeutil.py", "digest.py", "cache.py", "state.py")
 
 
 @cache
