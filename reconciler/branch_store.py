@@ -120,10 +120,15 @@ class BranchStore:
 
     def _local_cas(self, commit: str, paths: list[str]) -> bool:
         """Without a remote the local branch is the arbiter: compare-and-swap it, then sync our paths."""
-        if self.local != self.tip or not git.update_ref(self.repo, self.ref, commit, self.tip):
+        if self.local != self.tip:
+            return False
+        if self.checked_out:
+            git.mark_ledger_sync(self.repo, True)
+        if not git.update_ref(self.repo, self.ref, commit, self.tip):
             return False
         if self.checked_out:  # a status-only commit: only the ledger paths we wrote differ
             git.sync_worktree(self.repo, commit, paths)
+            git.mark_ledger_sync(self.repo, False)
         return True
 
     def _advance(self, commit: str) -> None:

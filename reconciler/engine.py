@@ -185,20 +185,23 @@ class JobRunner:
         self.log = log
         self.lock = threading.Lock()
         self.blocks: list[BlockRecord] = list(record.blocks)
+        # live per-block results, turned into frozen BlockRecords at each checkpoint (O(1) per user)
+        self.results: list[dict[str, UserResult]] = [dict(b.users) for b in record.blocks]
         self.last_checkpoint = time.monotonic()
 
     def checkpoint(self, message: str, **changes: Any) -> None:
         changes.setdefault("lease_expires_at", utcnow() + timedelta(seconds=self.ctx.lease_seconds))
-        self.record = self.record.with_blocks(list(self.blocks), **changes)
+        with self.lock:
+            blocks = [b.model_copy(update={"users": dict(users)}) for b, users in zip(self.blocks, self.results,
+                                                                                      strict=True)]
+        self.record = self.record.with_blocks(blocks, **changes)
         self.ctx.store.save(self.record, self.log.text(), message)
         self.last_checkpoint = time.monotonic()
 
     def _set(self, index: int, uid: str, status: str, reason: str) -> None:
+        result = UserResult(status=status, reason=self.ctx.redactor(reason))  # type: ignore[arg-type]
         with self.lock:
-            block = self.blocks[index]
-            users = dict(block.users)
-            users[uid] = UserResult(status=status, reason=self.ctx.redactor(reason))  # type: ignore[arg-type]
-            self.blocks[index] = block.model_copy(update={"users": users})
+            self.results[index][uid] = result
         if self.ctx.on_user is not None:
             self.ctx.on_user(self.job.name, uid, status)
 
@@ -214,7 +217,8 @@ class JobRunner:
             definition = desired.definitions[block.definition]
             if len(self.blocks) <= block.index:
                 self.blocks.append(block_record(block, server, definition, {}))
-            done = self.blocks[block.index].users
+                self.results.append({})
+            done = self.results[block.index]
             todo = [u for u in recipients(block, server) if u not in done]
             if aborted:
                 for uid in todo:
@@ -225,10 +229,9 @@ class JobRunner:
             aborted = self._run_block(block, server, definition, todo)
         for block in self.job.blocks:  # results in recipient order, whatever order users finished in
             order = recipients(block, desired.servers[block.server])
-            users = self.blocks[block.index].users
-            self.blocks[block.index] = self.blocks[block.index].model_copy(
-                update={"users": {u: users[u] for u in order if u in users}})
-        final = outcome(self.blocks)
+            users = self.results[block.index]
+            self.results[block.index] = {u: users[u] for u in order if u in users}
+        final = outcome([b.model_copy(update={"users": r}) for b, r in zip(self.blocks, self.results, strict=True)])
         self.log(f"build {self.record.build_id} finished: {final}")
         self.checkpoint(f"status: {self.job.name} {final}", status=final, finished_at=utcnow(),
                         lease_expires_at=None)
@@ -266,8 +269,7 @@ class JobRunner:
         driver = drivers.create(server.driver_type, server.driver, context)
         if not driver.idempotent_apply:
             queue = self._fail_interrupted_starts(block, server, queue)
-            if self.blocks[block.index].users and policy == "abort" and any(
-                    r.status == "FAILED" for r in self.blocks[block.index].users.values()):
+            if policy == "abort" and any(r.status == "FAILED" for r in self.results[block.index].values()):
                 for p in queue:
                     self._set(block.index, p.user, "NOT_RUN", "not run: the job was aborted by a failure")
                 return True
@@ -323,7 +325,7 @@ class JobRunner:
                 # checkpoint new results often, and renew the lease even while one long user runs
                 if (finished and since >= CHECKPOINT_SECONDS) or since >= self.ctx.lease_seconds / 3:
                     self.checkpoint(f"status: {self.job.name} checkpoint")
-        rest = [p.user for p in queue if p.user not in self.blocks[block.index].users]
+        rest = [p.user for p in queue if p.user not in self.results[block.index]]
         if self.ctx.stop.is_set() and not aborted and rest:
             self.checkpoint(f"status: {self.job.name} interrupted")
             raise Interrupted(self.record)

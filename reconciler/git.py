@@ -339,12 +339,39 @@ def _returncode_wt(repo: Repo, *args: str) -> int:
     return proc.returncode
 
 
+SYNC_MARKER = "ledger-sync-pending"
+
+
+def ledger_sync_pending(repo: Repo) -> bool:
+    return (repo.git_dir / "reconciler" / SYNC_MARKER).exists()
+
+
+def mark_ledger_sync(repo: Repo, pending: bool) -> None:
+    """Set before moving a checked-out branch, cleared once its ledger files are written."""
+    marker = repo.state_dir / SYNC_MARKER
+    if pending:
+        marker.touch()
+    else:
+        marker.unlink(missing_ok=True)
+
+
 def repair_ledger_checkout(repo: Repo, ledger_dir: str) -> None:
     """If a pass died between moving the branch and writing the ledger files, put them in step."""
-    if repo.top is None:
+    if repo.top is None or not ledger_sync_pending(repo):
         return
     if _returncode_wt(repo, "diff", "--quiet", "HEAD", "--", ledger_dir) != 0:
         repo.git("checkout", "HEAD", "--", ledger_dir, check=False)
+    mark_ledger_sync(repo, False)
+
+
+def read_path(repo: Repo, rev: str, path: str) -> bytes | None:
+    """The bytes of `path` at `rev` (one process), or None when it is not there."""
+    out = repo.git("cat-file", "--batch", input=f"{rev}:{path}\n".encode())
+    header, _, rest = out.partition(b"\n")
+    parts = header.split()
+    if len(parts) < 3 or parts[-1] == b"missing" or parts[1] != b"blob":
+        return None
+    return rest[: int(parts[2])]
 
 
 # -- triggers (push hook, watch daemon) --------------------------------------------------------------

@@ -9,17 +9,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler import __version__, git
-from reconciler.branch_store import BranchStore, ClaimLost
-from reconciler.engine import BuildLog, Interrupted, JobRunner, RunContext, block_record, recipients
+from reconciler import __version__, git, quiet
 from reconciler.errors import UserError
-from reconciler.ledger import LedgerRecord, Owner, UserResult, new_build_id
 from reconciler.lock import RepoLock
-from reconciler.plan import Plan
-from reconciler.redact import Redactor
-from reconciler.state import RepoState, load_commit_state
+from reconciler.settings import Settings, parse_settings
+from reconciler.source import SETTINGS_FILE
 from reconciler.timeutil import utcnow
+
+if TYPE_CHECKING:  # the modules a pass needs only when it has work: a quiet pass never loads them
+    from reconciler.branch_store import BranchStore
+    from reconciler.engine import BuildLog, RunContext
+    from reconciler.ledger import LedgerRecord, Owner
+    from reconciler.plan import Plan
+    from reconciler.redact import Redactor
+    from reconciler.state import RepoState
 
 
 @dataclass
@@ -38,11 +43,16 @@ class PassOptions:
 
 @dataclass
 class PassResult:
-    plan: Plan
+    plan: Plan | None  # None when the tip was already known to need nothing (see quiet.py)
     ran: list[LedgerRecord] = field(default_factory=list)
     skipped_in_flight: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)  # claimed by another reconciler first
     interrupted: bool = False
+    quiet_up_to_date: int | None = None
+
+    @property
+    def up_to_date(self) -> int:
+        return len(self.plan.up_to_date) if self.plan is not None else self.quiet_up_to_date or 0
 
     @property
     def failed(self) -> bool:
@@ -87,6 +97,8 @@ def recoverable(record: LedgerRecord, now: datetime) -> bool:
 
 
 def claim_record(state: RepoState, job: str, started: datetime) -> LedgerRecord:
+    from reconciler.ledger import LedgerRecord, Owner, new_build_id
+
     jf = state.desired.job_files[job]
     assert jf.job is not None and state.commit is not None
     now = utcnow()
@@ -105,6 +117,9 @@ def claim_record(state: RepoState, job: str, started: datetime) -> LedgerRecord:
 
 def _fail_interrupted(record: LedgerRecord, state: RepoState, store: BranchStore, log: BuildLog) -> LedgerRecord:
     """on_interrupt: fail — users without a final result become NOT_RUN; the job ends FAILURE."""
+    from reconciler.engine import block_record, recipients
+    from reconciler.ledger import UserResult
+
     job = state.desired.jobs.get(record.job)
     blocks = list(record.blocks)
     if job is not None:
@@ -153,92 +168,113 @@ def run_pass(options: PassOptions) -> PassResult:
     repo = git.open_repo(options.repo)
     started = utcnow()
     with RepoLock(repo.state_dir, wait=options.lock_wait):
-        branch = options.branch or _configured(repo, "branch") or git.head_branch(repo)
+        local = _local_settings(repo)
+        branch = options.branch or local.branch or git.head_branch(repo)
         if branch is None:
             raise UserError("HEAD is detached and no branch is configured; set `branch:` in reconciler.yaml "
                             "or check out the deployment branch")
         tip = git.resolve(repo, f"refs/heads/{branch}")
-        remote = options.remote or _configured(repo, "remote") or git.upstream_remote(repo, branch)
-        redactor = Redactor()
-
-        def make_store(at: str, ledger_dir: str = "status", author: tuple[str, str] = ("", "")) -> BranchStore:
-            return BranchStore(repo, branch, at, ledger_dir, author, redactor, remote, options.events)
-
+        remote = options.remote or local.remote or git.upstream_remote(repo, branch)
         if remote is not None:
             try:
-                tip = sync_with_remote(repo, branch, remote, _configured(repo, "ledger_dir") or "status",
-                                       make_store)
+                tip = sync_with_remote(repo, branch, remote, local.ledger_dir, lambda at: _store(
+                    repo, branch, at, local, remote, options))
             except git.RemoteUnreachable as exc:
                 raise UserError(str(exc)) from None
         if tip is None:
             raise UserError(f"branch {branch!r} has no commits yet; commit the deployment repo first")
-        state = load_commit_state(repo, tip, {"concurrency": options.concurrency}, skip_executed=True)
-        if state.settings_problems:
-            first = state.settings_problems[0]
-            raise UserError(f"{first.as_text()}; fix reconciler.yaml before reconciling")
-        if repo.top is not None and git.head_branch(repo) == branch:
-            git.repair_ledger_checkout(repo, state.settings.ledger_dir)
-        plan = state.plan()
-        result = PassResult(plan)
-        settings = state.settings
-        store = make_store(tip, settings.ledger_dir, (settings.commit_name, settings.commit_email))
-        ctx = RunContext(desired=state.desired, repo_root=repo.root, env=options.env, redactor=redactor,
-                         store=store, concurrency=settings.concurrency, lease_seconds=settings.lease_seconds,
-                         stop=options.stop, on_user=options.on_user, work_root=repo.state_dir / "work")
-        now = utcnow()
-        for job in plan.in_flight:
-            record = state.ledger.records[job]
-            if options.only and job != options.only:
-                continue
-            if not recoverable(record, now):
-                result.skipped_in_flight.append(job)
-                continue
-            # a build resumes exactly what was claimed: the job, servers and definitions of its commit
-            claimed = state if record.desired_commit == state.commit else load_commit_state(
-                repo, record.desired_commit, {"concurrency": options.concurrency})
-            claimed_ctx = ctx if claimed is state else replace(ctx, desired=claimed.desired, _content={})
-            if not _run_one(claimed_ctx, state, store, record, options, result, recovering=True,
-                            claimed=claimed):
-                return result
-        for job in plan.to_run:
-            if options.only and job != options.only:
-                continue
-            if options.stop.is_set():
-                result.interrupted = True
-                break
-            record = claim_record(state, job, started)
-            log = BuildLog(redactor)
-            log(f"job {job} claimed by {record.owner.host} pid {record.owner.pid} as build {record.build_id}")
-            try:
-                store.save(record, log.text(), f"status: claim {job}", claim=True,
-                           job_path=state.desired.job_files[job].path)
-            except ClaimLost as lost:
-                result.lost.append(job)
-                options.events("job.skipped", {"job": job, "reason": str(lost)})
-                continue
-            options.events("job.claimed", {"job": job, "build_id": record.build_id})
-            if not _run_one(ctx, state, store, record, options, result, log=log):
-                break
-        return result
+        if not git.ledger_sync_pending(repo):
+            known = quiet.quiet_count(repo.state_dir, branch, tip, started)
+            if known is not None:
+                return PassResult(plan=None, quiet_up_to_date=known)
+        return _full_pass(repo, branch, tip, remote, options, started)
 
 
-def _configured(repo: git.Repo, key: str) -> str | None:
-    """A setting from reconciler.yaml at the local branch tip, before the remote is fetched."""
-    head = git.resolve(repo, "HEAD")
-    if head is None:
-        return None
-    from reconciler.source import SETTINGS_FILE
-    from reconciler.state import settings_at
+def _store(repo: git.Repo, branch: str, at: str, settings: Settings, remote: str | None,
+           options: PassOptions, redactor: Redactor | None = None) -> BranchStore:
+    from reconciler.branch_store import BranchStore
+    from reconciler.redact import Redactor
 
-    settings = settings_at(git.GitTree(repo, head, (SETTINGS_FILE,)))[0]
-    value = getattr(settings, key)
-    return str(value) if value is not None else None
+    return BranchStore(repo, branch, at, settings.ledger_dir, (settings.commit_name, settings.commit_email),
+                       redactor or Redactor(), remote, options.events)
+
+
+def _full_pass(repo: git.Repo, branch: str, tip: str, remote: str | None, options: PassOptions,
+               started: datetime) -> PassResult:
+
+    from reconciler.branch_store import ClaimLost
+    from reconciler.engine import BuildLog, RunContext
+    from reconciler.redact import Redactor
+    from reconciler.state import load_commit_state
+
+    state = load_commit_state(repo, tip, {"concurrency": options.concurrency}, skip_executed=True)
+    if state.settings_problems:
+        first = state.settings_problems[0]
+        raise UserError(f"{first.as_text()}; fix reconciler.yaml before reconciling")
+    if repo.top is not None and git.head_branch(repo) == branch:
+        git.repair_ledger_checkout(repo, state.settings.ledger_dir)
+    plan = state.plan()
+    result = PassResult(plan)
+    settings = state.settings
+    redactor = Redactor()
+    store = _store(repo, branch, tip, settings, remote, options, redactor)
+    ctx = RunContext(desired=state.desired, repo_root=repo.root, env=options.env, redactor=redactor,
+                     store=store, concurrency=settings.concurrency, lease_seconds=settings.lease_seconds,
+                     stop=options.stop, on_user=options.on_user, work_root=repo.state_dir / "work")
+    now = utcnow()
+    for job in plan.in_flight:
+        record = state.ledger.records[job]
+        if options.only and job != options.only:
+            continue
+        if not recoverable(record, now):
+            result.skipped_in_flight.append(job)
+            continue
+        # a build resumes exactly what was claimed: the job, servers and definitions of its commit
+        claimed = state if record.desired_commit == state.commit else load_commit_state(
+            repo, record.desired_commit, {"concurrency": options.concurrency})
+        claimed_ctx = ctx if claimed is state else replace(ctx, desired=claimed.desired, _content={})
+        if not _run_one(claimed_ctx, state, store, record, options, result, recovering=True,
+                        claimed=claimed):
+            return result
+    for job in plan.to_run:
+        if options.only and job != options.only:
+            continue
+        if options.stop.is_set():
+            result.interrupted = True
+            break
+        record = claim_record(state, job, started)
+        log = BuildLog(redactor)
+        log(f"job {job} claimed by {record.owner.host} pid {record.owner.pid} as build {record.build_id}")
+        try:
+            store.save(record, log.text(), f"status: claim {job}", claim=True,
+                       job_path=state.desired.job_files[job].path)
+        except ClaimLost as lost:
+            result.lost.append(job)
+            options.events("job.skipped", {"job": job, "reason": str(lost)})
+            continue
+        options.events("job.claimed", {"job": job, "build_id": record.build_id})
+        if not _run_one(ctx, state, store, record, options, result, log=log):
+            break
+    if not (plan.to_run or plan.in_flight or plan.problems or result.ran or options.only):
+        due = [j.run_at for name in plan.scheduled if (j := state.desired.jobs.get(name)) and j.run_at]
+        quiet.remember(repo.state_dir, branch, store.tip, len(plan.up_to_date), min(due) if due else None)
+    return result
+
+
+def _local_settings(repo: git.Repo) -> Settings:
+    """reconciler.yaml at HEAD, read before the remote is fetched (branch, remote, ledger_dir)."""
+    raw = git.read_path(repo, "HEAD", SETTINGS_FILE)
+    return parse_settings(raw)[0] if raw is not None else Settings()
 
 
 def _run_one(ctx: RunContext, state: RepoState, store: BranchStore, record: LedgerRecord, options: PassOptions,
              result: PassResult, recovering: bool = False, log: BuildLog | None = None,
              claimed: RepoState | None = None) -> bool:
     """Run (or recover) one job; False when the pass must stop (interrupted)."""
+    from reconciler.branch_store import ClaimLost
+    from reconciler.engine import BuildLog, Interrupted, JobRunner
+    from reconciler.ledger import Owner
+
     claimed = claimed or state
     job = claimed.desired.jobs.get(record.job)
     if log is None:

@@ -126,8 +126,8 @@ class Watcher:
         self._failures = 0
         self.events("pass.finished", {
             "reasons": unique, "seconds": round(time.monotonic() - started, 3),
-            "ran": {r.job: r.status for r in result.ran}, "to_run": result.plan.to_run,
-            "problems": len(result.plan.problems), "interrupted": result.interrupted})
+            "ran": {r.job: r.status for r in result.ran}, "to_run": result.plan.to_run if result.plan else [],
+            "problems": len(result.plan.problems) if result.plan else 0, "interrupted": result.interrupted})
 
     def _poll_branch(self) -> None:
         """A commit in this clone (ours are absorbed by _pass before we look again)."""

@@ -71,16 +71,16 @@ def _with_progress(options: PassOptions) -> PassResult:
 
 
 def report(result: PassResult) -> int:
-    plan = result.plan
-    print_problems(plan.problems, sys.stderr)
+    problems = result.plan.problems if result.plan else []
+    print_problems(problems, sys.stderr)
     for record in result.ran:
         counts = ", ".join(f"{v} {k}" for k, v in record.summary.items()) or "no users"
         print(f"{record.job}: {record.status} (build {record.build_id}; {counts})")
     for job in result.skipped_in_flight:
         print(f"{job}: left alone, claimed by a live reconciler")
     if not result.ran:
-        print(f"nothing to do: {len(plan.up_to_date)} job(s) up to date")
+        print(f"nothing to do: {result.up_to_date} job(s) up to date")
     if result.interrupted:
         print("interrupted: progress was checkpointed; the next pass resumes", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 1 if result.failed or plan.problems else 0
+    return 1 if result.failed or problems else 0
