@@ -50,9 +50,14 @@ class LocalDriver(Driver):
         return root
 
     def _target(self, request: DeployRequest) -> Path:
+        """`<root>/<user>/<definition>`: both names are validated (no `/`, no `..`, no leading `.`), so only a
+        symbolic link planted at the user folder could lead elsewhere, and that is refused."""
         root = self._root()
-        target = (root / request.user.id / request.definition.name).resolve()
-        if target.parent.parent != root:
+        user_dir = root / request.user.id
+        if user_dir.is_symlink():
+            raise ValueError(f"target for user {request.user.id!r} is a symbolic link; it would leave {root}")
+        target = user_dir / request.definition.name
+        if target.parent.parent != root or "/" in request.user.id or request.user.id.startswith("."):
             raise ValueError(f"target for user {request.user.id!r} would leave {root}")
         return target
 
@@ -111,14 +116,20 @@ class LocalDriver(Driver):
                 and manifest.get("parameters") == request.public_parameters):
             request.log(f"{request.user.id}: content unchanged at {target}")
             return Outcome("UNCHANGED", "identical content already deployed")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self._clean_leftovers(target)
+        fresh = not target.parent.exists()  # a first deployment for this user: nothing to clean or replace
+        if fresh:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            self._clean_leftovers(target)
         token = secrets.token_hex(4)
         staging = target.parent / f".{target.name}.tmp-{token}"
         staging.mkdir()
+        made = {staging}
         for rel, data in request.assets.items():
             dest = staging / self._safe_rel(rel)
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.parent not in made:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                made.add(dest.parent)
             dest.write_bytes(data)
         record = {
             "job": request.job,
@@ -131,10 +142,12 @@ class LocalDriver(Driver):
         }
         (staging / MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", "utf-8")
         old = target.parent / f".{target.name}.old-{token}"
-        if target.exists():
+        replacing = not fresh and target.exists()
+        if replacing:
             os.rename(target, old)
         os.rename(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
+        if replacing:
+            shutil.rmtree(old, ignore_errors=True)
         request.log(f"{request.user.id}: deployed {len(request.assets)} file(s) to {target}")
         return Outcome("DEPLOYED", f"{len(request.assets)} file(s) deployed")
 
