@@ -124,9 +124,10 @@ def run_check(repo: git.Repo, base_ref: str, head_ref: str, now: datetime) -> Ch
     fork = git.merge_base(repo, base, head)
     if fork is None:
         raise UserError(f"{base_ref} and {head_ref} have no common history; is --base the deployment branch?")
-    base_state = load_commit_state(repo, base)
+    base_state = load_commit_state(repo, base, jobs=set())  # its settings, ledger and job names
     trusted = dataclasses.asdict(base_state.settings)  # the head may not change how it is judged
-    head_state = load_commit_state(repo, head, trusted)
+    # jobs the base's ledger shows executed, unchanged in the head, can never run again: not re-judged
+    head_state = load_commit_state(repo, head, trusted, skip_executed=True, judged_by=base_state.ledger)
     ledger_dir = base_state.settings.ledger_dir
     changed = git.changed_paths(repo, fork, head)
     problems = [*head_state.settings_problems, *_ledger_edits(repo, fork, head, ledger_dir, changed)]

@@ -217,11 +217,14 @@ def settings_at(files: RepoFiles) -> tuple[Settings, list[Problem]]:
 
 
 def load_commit_state(repo: git.Repo, commit: str, overrides: dict[str, object] | None = None, *,
-                      skip_executed: bool = False) -> RepoState:
+                      skip_executed: bool = False, judged_by: Ledger | None = None,
+                      jobs: set[str] | None = None) -> RepoState:
     """The committed state at `commit`, parsing only blobs the cache (`.git/reconciler/`) has not seen.
 
     `skip_executed`: do not re-validate jobs whose finished record claimed exactly this blob; they can
     never run again, and an edit changes the blob, so a changed one is still checked (a reconcile pass).
+    `judged_by`: decide that from another ledger (a pull request's head is judged by the base's ledger).
+    `jobs`: validate only these jobs (every job file is still listed).
     """
     blob_cache = open_cache(repo.state_dir)
     settings_files = git.GitTree(repo, commit, (SETTINGS_FILE,))
@@ -229,7 +232,7 @@ def load_commit_state(repo: git.Repo, commit: str, overrides: dict[str, object] 
     settings = settings.override(**(overrides or {}))
     files = BatchedFiles(git.GitTree(repo, commit, (SETTINGS_FILE, *TOP_DIRS, settings.ledger_dir)))
     ledger = load_ledger(files, settings.ledger_dir, blob_cache)
-    only_jobs = _unexecuted_jobs(files, ledger) if skip_executed else None
+    only_jobs = _unexecuted_jobs(files, judged_by or ledger) if skip_executed else jobs
     desired = load_desired(files, settings, blob_cache.parse, only_jobs=only_jobs)
     history = job_history(repo, commit, settings.ledger_dir, blob_cache)
     ledger.tampered.update(history.tampered)  # SPEC 5.7: a record removed by hand is never re-run
