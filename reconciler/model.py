@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 ACTIONS = ("PLAN", "APPLY-AUTO", "DESTROY")
@@ -48,7 +49,7 @@ class Server:
     def driver_type(self) -> str:
         return str(self.driver["type"])
 
-    @property
+    @cached_property  # built once per server, not once per block that names it
     def user_ids(self) -> tuple[str, ...]:
         return tuple(u.id for u in self.users)
 
