@@ -72,6 +72,9 @@ class World:
     seq: int = 0
     now: datetime = START
     claimed: list[str] = field(default_factory=list)  # every job ever claimed, in order
+    # the desired state each claim was made from (its desired_commit): recovery resumes exactly that,
+    # even when the job file was edited or deleted since
+    claimed_from: dict[str, Desired] = field(default_factory=dict)
 
     def path(self, name: str) -> str:
         return f"jobs/{name}.yaml"
@@ -122,9 +125,10 @@ class World:
         result = plan(desired, self.ledger, self.now, self.added)
         check_plan(self, desired, result)
         for name in result.in_flight:  # recovery finishes what a crashed pass claimed; it never re-claims
-            self.store(self.record(desired, name, "SUCCESS"))
+            self.store(self.record(self.claimed_from[name], name, "SUCCESS"))
         for index, name in enumerate(result.to_run):
             self.claimed.append(name)
+            self.claimed_from[name] = desired
             if crash and index == len(result.to_run) - 1:
                 self.store(self.record(desired, name, "IN-PROGRESS"))
                 break
