@@ -23,8 +23,9 @@ from reconciler.model import Job, SecretRef
 from reconciler.plan import Plan, plan
 from reconciler.problems import Problem
 from reconciler.redact import Redactor
+from reconciler.settings import committed_settings
 from reconciler.source import SETTINGS_FILE
-from reconciler.state import RepoState, load_commit_state, settings_at
+from reconciler.state import RepoState, load_commit_state
 
 _MISSING_SECRET = re.compile(r"^secret (\S+) is not set in the reconciler's environment$")
 PREVIEW_BUILD = "check-preview"
@@ -132,7 +133,7 @@ def run_check(repo: git.Repo, base_ref: str, head_ref: str, now: datetime) -> Ch
     changed = git.changed_paths(repo, fork, head)
     problems = [*head_state.settings_problems, *_ledger_edits(repo, fork, head, ledger_dir, changed)]
     notes = []
-    head_settings, _ = settings_at(git.GitTree(repo, head, (SETTINGS_FILE,)))
+    head_settings = committed_settings(repo, head)[0]
     if SETTINGS_FILE in changed:
         if head_settings.ledger_dir != ledger_dir:
             problems.append(Problem(

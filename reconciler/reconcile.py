@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 from reconciler import __version__, git, quiet
 from reconciler.errors import UserError
 from reconciler.lock import RepoLock
-from reconciler.settings import Settings, parse_settings
-from reconciler.source import SETTINGS_FILE
+from reconciler.settings import Settings, committed_settings, deployment_branch
 from reconciler.timeutil import utcnow
 
 if TYPE_CHECKING:  # the modules a pass needs only when it has work: a quiet pass never loads them
@@ -168,11 +167,8 @@ def run_pass(options: PassOptions) -> PassResult:
     repo = git.open_repo(options.repo)
     started = utcnow()
     with RepoLock(repo.state_dir, wait=options.lock_wait):
-        local = _local_settings(repo)
-        branch = options.branch or local.branch or git.head_branch(repo)
-        if branch is None:
-            raise UserError("HEAD is detached and no branch is configured; set `branch:` in reconciler.yaml "
-                            "or check out the deployment branch")
+        local = committed_settings(repo, "HEAD")[0]  # before the fetch: branch, remote, ledger_dir
+        branch = deployment_branch(repo, options.branch, local)
         tip = git.resolve(repo, f"refs/heads/{branch}")
         remote = options.remote or local.remote or git.upstream_remote(repo, branch)
         if remote is not None:
@@ -259,12 +255,6 @@ def _full_pass(repo: git.Repo, branch: str, tip: str, remote: str | None, option
         due = [j.run_at for name in plan.scheduled if (j := state.desired.jobs.get(name)) and j.run_at]
         quiet.remember(repo.state_dir, branch, store.tip, len(plan.up_to_date), min(due) if due else None)
     return result
-
-
-def _local_settings(repo: git.Repo) -> Settings:
-    """reconciler.yaml at HEAD, read before the remote is fetched (branch, remote, ledger_dir)."""
-    raw = git.read_path(repo, "HEAD", SETTINGS_FILE)
-    return parse_settings(raw)[0] if raw is not None else Settings()
 
 
 def _run_one(ctx: RunContext, state: RepoState, store: BranchStore, record: LedgerRecord, options: PassOptions,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from reconciler import git
+from reconciler.errors import UserError
 from reconciler.problems import Problem
 from reconciler.resources import parse_resource
 from reconciler.source import SETTINGS_FILE, TOP_DIRS
@@ -59,3 +61,20 @@ def parse_settings(raw: bytes | None) -> tuple[Settings, list[Problem]]:
         ),
         [],
     )
+
+
+def committed_settings(repo: git.Repo, rev: str) -> tuple[Settings, list[Problem]]:
+    """reconciler.yaml as committed at `rev` (one `git cat-file`); the defaults when there is none."""
+    return parse_settings(git.read_path(repo, rev, SETTINGS_FILE))
+
+
+def deployment_branch(repo: git.Repo, flag: str | None = None, settings: Settings | None = None) -> str:
+    """The deployment branch: the flag, else `branch:` in HEAD's reconciler.yaml, else HEAD's branch."""
+    if flag:
+        return flag
+    configured = (settings or committed_settings(repo, "HEAD")[0]).branch
+    name = configured or git.head_branch(repo)
+    if name is None:
+        raise UserError("HEAD is detached and no branch is configured; set `branch:` in reconciler.yaml "
+                        "or check out the deployment branch")
+    return name

@@ -15,7 +15,7 @@ from reconciler.ledger import RUNNING, Ledger, LedgerRecord, RecordError, parse_
 from reconciler.plan import Plan, plan
 from reconciler.problems import Problem
 from reconciler.resources import SUFFIXES, stem_of
-from reconciler.settings import Settings, parse_settings
+from reconciler.settings import Settings, committed_settings, parse_settings
 from reconciler.source import SETTINGS_FILE, TOP_DIRS, Entry, RepoFiles, WorktreeFiles, read_one
 from reconciler.timeutil import utcnow
 from reconciler.validate import Desired, load_desired
@@ -227,8 +227,7 @@ def load_commit_state(repo: git.Repo, commit: str, overrides: dict[str, object] 
     `jobs`: validate only these jobs (every job file is still listed).
     """
     blob_cache = open_cache(repo.state_dir)
-    settings_files = git.GitTree(repo, commit, (SETTINGS_FILE,))
-    settings, problems = settings_at(settings_files)
+    settings, problems = committed_settings(repo, commit)
     settings = settings.override(**(overrides or {}))
     files = BatchedFiles(git.GitTree(repo, commit, (SETTINGS_FILE, *TOP_DIRS, settings.ledger_dir)))
     ledger = load_ledger(files, settings.ledger_dir, blob_cache)

@@ -20,7 +20,8 @@ from typing import Any
 
 from reconciler import git
 from reconciler.errors import UserError
-from reconciler.source import SETTINGS_FILE, TOP_DIRS
+from reconciler.settings import committed_settings, deployment_branch
+from reconciler.source import TOP_DIRS
 
 Events = Callable[[str, dict[str, Any]], None]
 MAX_BACKOFF = 300.0  # a remote that is down is polled at least this often
@@ -58,14 +59,8 @@ class Watcher:
         self._seen_tip = git.resolve(self.repo, f"refs/heads/{self.branch}")
 
     def _configured(self) -> tuple[str, str | None]:
-        from reconciler.state import settings_at
-
-        head = git.resolve(self.repo, "HEAD")
-        settings = settings_at(git.GitTree(self.repo, head, (SETTINGS_FILE,)))[0] if head else None
-        branch = (settings.branch if settings else None) or git.head_branch(self.repo)
-        if branch is None:
-            raise UserError("HEAD is detached and no branch is configured; set `branch:` in reconciler.yaml")
-        return branch, settings.remote if settings else None
+        settings = committed_settings(self.repo, "HEAD")[0]
+        return deployment_branch(self.repo, None, settings), settings.remote
 
     def request(self, reason: str) -> None:
         with self._lock:
@@ -142,9 +137,7 @@ class Watcher:
         self.request("branch")
 
     def _status_only(self, old: str, new: str) -> bool:
-        from reconciler.state import settings_at
-
-        ledger_dir = settings_at(git.GitTree(self.repo, new, (SETTINGS_FILE,)))[0].ledger_dir
+        ledger_dir = committed_settings(self.repo, new)[0].ledger_dir
         return git.status_only(self.repo, old, new, ledger_dir)
 
     def _poll_remote(self) -> None:

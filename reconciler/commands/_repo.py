@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reconciler import git
-from reconciler.errors import UserError
+from reconciler.settings import deployment_branch
 from reconciler.state import RepoState, load_commit_state
 
 
@@ -16,18 +16,3 @@ def branch_state(path: Path, branch: str | None = None) -> RepoState | None:
     if tip is None:
         return None
     return load_commit_state(repo, tip)
-
-
-def deployment_branch(repo: git.Repo, branch: str | None = None) -> str:
-    """The deployment branch: the flag, else `branch:` in HEAD's reconciler.yaml, else HEAD's branch."""
-    settings_branch = None
-    head = git.resolve(repo, "HEAD")
-    if head is not None and branch is None:
-        from reconciler.source import SETTINGS_FILE
-        from reconciler.state import settings_at
-
-        settings_branch = settings_at(git.GitTree(repo, head, (SETTINGS_FILE,)))[0].branch
-    name = branch or settings_branch or git.head_branch(repo)
-    if name is None:
-        raise UserError("HEAD is detached and no branch is configured (set `branch:` in reconciler.yaml)")
-    return name

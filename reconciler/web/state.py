@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import git
-from reconciler.commands._repo import deployment_branch
 from reconciler.listing import job_detail, job_rows
+from reconciler.settings import deployment_branch
 from reconciler.state import RepoState, load_commit_state
 
 ROWS_SECONDS = 2.0
@@ -77,5 +77,5 @@ class StateCache:
         state = self.get()
         if state is None:
             return None
-        with self._lock:
-            return build_log(state, build_id)
+        assert state.commit is not None
+        return build_log(self.repo, state.commit, build_id, state.settings.ledger_dir)
