@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from reconciler import digest
-from reconciler.ledger import BlockRecord, LedgerRecord, Owner, UserResult, summarize
-from reconciler.source import blob_id
+from reconciler.core import digest
+from reconciler.core.files import blob_id
+from reconciler.core.records import BlockRecord, LedgerRecord, Owner, UserResult, summarize
 
 EPOCH = datetime(2022, 1, 3, 9, 0, tzinfo=UTC)
 HUMAN = "Ops Person <ops@example.com>"

@@ -15,7 +15,3 @@ class UserError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-class Interrupted(Exception):
-    """A stop was requested (SIGINT/SIGTERM); work was checkpointed before raising."""

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.problems import printable
-from reconciler.state import load_worktree_state
+from reconciler.core.problems import printable
+from reconciler.ledger.load import load_worktree_state
 from tests.conftest import commit_all, git, run_cli
 
 CORPUS = Path(__file__).parent / "corpus"

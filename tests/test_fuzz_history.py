@@ -14,9 +14,12 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import schemas
-from reconciler.engine import recipients
-from reconciler.ledger import (
+from reconciler import drivers
+from reconciler.core import schemas
+from reconciler.core.files import MemoryFiles
+from reconciler.core.model import recipients
+from reconciler.core.plan import Plan, plan
+from reconciler.core.records import (
     BlockRecord,
     Ledger,
     LedgerRecord,
@@ -26,10 +29,8 @@ from reconciler.ledger import (
     outcome,
     parse_record,
 )
-from reconciler.plan import Plan, plan
-from reconciler.settings import Settings
-from reconciler.source import MemoryFiles
-from reconciler.validate import Desired, load_desired
+from reconciler.core.settings import Settings
+from reconciler.core.validate import Desired, load_desired
 
 settings.register_profile("ci", max_examples=200, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -86,7 +87,7 @@ class World:
         self.files[self.path(name)] = VARIANTS[variant].encode()
 
     def desired(self) -> Desired:
-        return load_desired(MemoryFiles(dict(self.files)), Settings())
+        return load_desired(MemoryFiles(dict(self.files)), Settings(), catalog=drivers)
 
     def record(self, desired: Desired, name: str, status: str) -> LedgerRecord:
         jf = desired.job_files[name]

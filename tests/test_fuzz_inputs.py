@@ -12,19 +12,19 @@ import json
 import math
 import os
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from reconciler import schemas, yamlsafe
-from reconciler.ledger import Ledger
-from reconciler.plan import plan
-from reconciler.settings import Settings
-from reconciler.source import MemoryFiles
-from reconciler.validate import load_desired
+from reconciler import drivers
+from reconciler.core import schemas, yamlsafe
+from reconciler.core.files import MemoryFiles
+from reconciler.core.plan import plan
+from reconciler.core.records import Ledger
+from reconciler.core.settings import Settings
+from reconciler.core.validate import load_desired
 
 settings.register_profile("ci", max_examples=250, deadline=None, derandomize=False,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -106,7 +106,7 @@ CONTENT = {"definitions/app/config.json": b'{"greeting": "{{ greeting }}"}\n'}
 
 def check_repo(files: dict[str, bytes]) -> list[Any]:
     """Validate and plan `files`; assert every problem is well-formed. Returns the problems."""
-    desired = load_desired(MemoryFiles(files), Settings())
+    desired = load_desired(MemoryFiles(files), Settings(), catalog=drivers)
     result = plan(desired, Ledger("status"), NOW, {})
     for problem in result.problems:
         assert problem.code in KNOWN_CODES, problem
@@ -303,24 +303,25 @@ schema_shaped_jobs = st.fixed_dictionaries(
 def test_fuzz_schema_shaped_jobs_validate_and_render(job: dict[str, Any]) -> None:
     """Jobs that pass (or nearly pass) the schema reach the cross-file rules and, when valid, rendering:
     only problems come out, and every recipient of a valid job renders without an exception."""
-    from reconciler.engine import BuildLog, RunContext, prepare_user, recipients
-    from reconciler.redact import Redactor
+    from reconciler.core.model import recipients
+    from reconciler.core.prepare import ContentCache, prepare_user
+    from reconciler.core.redact import Redactor
 
     files = {**{k: v.encode() for k, v in VALID.items()}, **CONTENT,
              "jobs/job.yaml": json.dumps(job, ensure_ascii=False).encode()}
     check_repo(files)
-    desired = load_desired(MemoryFiles(files), Settings())
+    desired = load_desired(MemoryFiles(files), Settings(), catalog=drivers)
     parsed = desired.jobs.get("job")
     event("valid job" if parsed is not None else "invalid job")
     if parsed is None:
         return
-    ctx = RunContext(desired=desired, repo_root=Path("/nonexistent"), env={"DEPLOY_SECRET_KEY": "s3cret"},
-                     redactor=Redactor(), store=None)  # type: ignore[arg-type]
-    log = BuildLog(ctx.redactor)
+    redactor = Redactor()
+    content = ContentCache(desired)
     for block in parsed.blocks:
         server = desired.servers[block.server]
+        definition = desired.definitions[block.definition]
         for uid in recipients(block, server):
-            prepared = prepare_user(ctx, parsed, "build", block, server, desired.definitions[block.definition],
-                                    uid, log)
-            assert prepared.request is not None
-            assert "s3cret" not in log.text()
+            prepared = prepare_user(block, definition, uid, content.of(definition),
+                                    {"DEPLOY_SECRET_KEY": "s3cret"}, redactor.add)
+            assert prepared.assets is not None
+            assert "s3cret" not in json.dumps([prepared.public_parameters, prepared.public_tokens], default=str)

@@ -77,7 +77,7 @@ def test_install_writes_an_executable_hook_and_refuses_foreign_ones(make_repo: C
     bare, _ = server_setup(make_repo)
     hook = bare / "hooks" / "post-receive"
     assert os.access(hook, os.X_OK)
-    assert "reconciler.push_hook post-receive" in hook.read_text("utf-8")
+    assert "reconciler.triggers.push_hook post-receive" in hook.read_text("utf-8")
     again = run_cli("hook", "install", "--bare", str(bare), "--branch", "main")
     assert again.returncode == 0  # our own hook is replaced without --force
     hook.write_text("#!/bin/sh\necho mine\n", "utf-8")

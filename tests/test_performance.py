@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from reconciler import schemas
+from reconciler.core import schemas
 from tests.conftest import ROOT, commit_all, git, run_cli, write
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -13,12 +13,13 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.ledger import Ledger, LedgerRecord, Owner
-from reconciler.plan import NEVER, Plan, plan
-from reconciler.settings import Settings
-from reconciler.source import MemoryFiles, blob_id
-from reconciler.timeutil import iso
-from reconciler.validate import Desired, load_desired
+from reconciler import drivers
+from reconciler.core.files import MemoryFiles, blob_id
+from reconciler.core.plan import NEVER, Plan, plan
+from reconciler.core.records import Ledger, LedgerRecord, Owner
+from reconciler.core.settings import Settings
+from reconciler.core.timeutil import iso
+from reconciler.core.validate import Desired, load_desired
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 SERVER = (b"environment: e\norganization: o\ndriver: {type: local, path: .deployments/srv}\n"
@@ -85,10 +86,10 @@ def build(specs: list[JobSpec]) -> tuple[Desired, Ledger, dict[str, tuple[int, s
         variant = {"rewritten": "rewritten", "modified": "changed"}.get(spec.ledger, "original")
         files[f"jobs/{spec.name}.yaml"] = job_text(spec, variant).encode()
         originals[spec.name] = job_text(spec)
-    desired = load_desired(MemoryFiles(files), Settings())
+    desired = load_desired(MemoryFiles(files), Settings(), catalog=drivers)
     # what the jobs looked like when they were claimed (only valid jobs are ever claimed)
     claimed = load_desired(MemoryFiles({**base_files(), **{f"jobs/{s.name}.yaml": originals[s.name].encode()
-                                                           for s in specs if s.valid}}), Settings())
+                                                           for s in specs if s.valid}}), Settings(), catalog=drivers)
     ledger = Ledger("status")
     for spec in specs:
         if spec.ledger in ("executed", "rewritten", "modified", "running") and spec.valid:

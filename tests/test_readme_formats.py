@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from reconciler.ledger import USER_STATUSES, LedgerRecord
+from reconciler.core.records import USER_STATUSES, LedgerRecord
 from tests.conftest import ROOT, run_cli
 from tests.test_validate_cases import CODES
 

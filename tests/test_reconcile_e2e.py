@@ -578,8 +578,8 @@ def test_a_failed_job_is_exit_1_and_a_clean_pass_exit_0(make_repo: MakeRepo) -> 
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from reconciler import git
-from reconciler.lock import RepoLock
+from reconciler.ledger import git
+from reconciler.ledger.lock import RepoLock
 repo = git.open_repo(Path(sys.argv[1]))
 with RepoLock(repo.state_dir, wait=0):
     print("locked", flush=True)

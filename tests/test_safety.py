@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.core.model import Definition, Server, User
 from reconciler.drivers.base import DeployRequest, DriverContext
 from reconciler.drivers.local import LocalDriver
-from reconciler.model import Definition, Server, User
 from tests.conftest import commit_all, git, run_cli, write
 
 MARKER = "reconciler-safety-pwned"

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
-from reconciler import schemas
-from reconciler.data import data_dir
-from reconciler.ledger import BlockRecord, LedgerRecord, Owner, RecordError, UserResult, parse_record
+from reconciler.core import schemas
+from reconciler.core.package_data import data_dir
+from reconciler.core.records import BlockRecord, LedgerRecord, Owner, RecordError, UserResult, parse_record
 from tests.conftest import ROOT, run_cli
 
 SHIPPED = ["job", "definition", "server", "status", "settings"]
@@ -137,7 +137,7 @@ def test_model_and_schema_require_the_same_fields(model: type[BaseModel], schema
 
 
 def test_status_enums_agree() -> None:
-    from reconciler.ledger import USER_STATUSES
+    from reconciler.core.records import USER_STATUSES
 
     assert tuple(STATUS["$defs"]["user_status"]["enum"]) == USER_STATUSES
     for name in ("status", "on_failure", "on_interrupt"):
@@ -264,7 +264,7 @@ def _records(draw: st.DrawFn) -> LedgerRecord:
     suffix = draw(_hex(3))
     build_id = f"{moment.strftime('%Y%m%dT%H%M%SZ')}-{job}-{suffix}"
     blocks = draw(_blocks)
-    from reconciler.ledger import summarize
+    from reconciler.core.records import summarize
 
     return LedgerRecord(
         job=job, job_blob=draw(_hex(20)), spec_digest="v1:sha256:" + draw(_hex(32)),

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from reconciler import git as gitlib
-from reconciler.lock import RepoLock
+from reconciler.ledger import git as gitlib
+from reconciler.ledger.lock import RepoLock
 from tests.conftest import WEBHOOK_SECRET, ServeProcess, commit_all, github_signature, write
 
 FIXTURES = Path(__file__).parent / "fixtures" / "github-webhooks"

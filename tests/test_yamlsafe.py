@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler import yamlsafe
-from reconciler.yamlsafe import YamlProblem, load
+from reconciler.core import yamlsafe
+from reconciler.core.yamlsafe import YamlProblem, load
 
 
 def refused(text: str | bytes) -> YamlProblem:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reconciler import git
+from reconciler.ledger import git
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,10 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.check import run_check  # the engine and pydantic: only when the command runs
-    from reconciler.check_report import github, markdown, text
-    from reconciler.output import emit_json
-    from reconciler.timeutil import utcnow
+    from reconciler.commands._output import emit_json
+    from reconciler.core.timeutil import utcnow
+    from reconciler.triggers.check import run_check  # the engine and pydantic: only when the command runs
+    from reconciler.triggers.check_report import github, markdown, text
 
     repo = git.open_repo(args.repo)
     result = run_check(repo, args.base, args.head, utcnow())

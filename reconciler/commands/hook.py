@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler import push_hook
+    from reconciler.triggers import push_hook
 
     if args.action == "install":
         target, branch, log = push_hook.install(args.bare, args.branch, args.force)

@@ -6,9 +6,9 @@ import argparse
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from reconciler import git
-from reconciler.data import data_dir
+from reconciler.core.package_data import data_dir
 from reconciler.errors import UserError
+from reconciler.ledger import git
 
 SETTINGS = """\
 # Repository settings for the reconciler (all optional; flags override them).

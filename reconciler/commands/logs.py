@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
-from reconciler import git
 from reconciler.errors import UserError
-from reconciler.settings import committed_settings, deployment_branch
-
-BUILD_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[a-z0-9][a-z0-9._-]{0,62}-[0-9a-f]{6}$")
+from reconciler.ledger import git
+from reconciler.ledger.branch import BUILD_ID, build_log, deployment_branch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("build_id")
-
-
-def build_log(repo: git.Repo, commit: str, build_id: str, ledger_dir: str | None = None) -> str | None:
-    """The log of `build_id` as committed at `commit` (one `git cat-file`; nothing else is loaded)."""
-    if not BUILD_ID.match(build_id):
-        return None
-    ledger_dir = ledger_dir or committed_settings(repo, commit)[0].ledger_dir
-    raw = git.read_path(repo, commit, f"{ledger_dir}/logs/{build_id}.log")
-    return raw.decode("utf-8", "replace") if raw is not None else None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from reconciler.commands._output import emit_json, print_problems
 from reconciler.commands._repo import branch_state
-from reconciler.output import emit_json, print_problems
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

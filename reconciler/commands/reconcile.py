@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
 from types import FrameType
 from typing import Any
 
-from reconciler.errors import EXIT_INTERRUPTED
-from reconciler.output import print_problems
-from reconciler.reconcile import PassOptions, PassResult, run_pass
-from reconciler.timeutil import iso, utcnow
+from reconciler.commands._output import print_problems
+from reconciler.eventlog import json_line
+from reconciler.run.reconcile_pass import PassOptions, PassResult, run_pass
+from reconciler.run.summary import PassSummary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,10 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, help="users of a block deployed at once")
     parser.add_argument("--only", metavar="JOB", help="run only this job")
     parser.add_argument("--lock-wait", type=float, default=10.0, help=argparse.SUPPRESS)
-
-
-def structured(event: str, data: dict[str, Any]) -> None:
-    sys.stderr.write(json.dumps({"time": iso(utcnow()), "event": event, **data}) + "\n")
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
@@ -47,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if sys.stderr.isatty():
         result = _with_progress(options)
     else:
-        options.events = structured
+        options.events = json_line
         result = run_pass(options)
     return report(result)
 
@@ -71,16 +66,10 @@ def _with_progress(options: PassOptions) -> PassResult:
 
 
 def report(result: PassResult) -> int:
-    problems = result.plan.problems if result.plan else []
-    print_problems(problems, sys.stderr)
-    for record in result.ran:
-        counts = ", ".join(f"{v} {k}" for k, v in record.summary.items()) or "no users"
-        print(f"{record.job}: {record.status} (build {record.build_id}; {counts})")
-    for job in result.skipped_in_flight:
-        print(f"{job}: left alone, claimed by a live reconciler")
-    if not result.ran:
-        print(f"nothing to do: {result.up_to_date} job(s) up to date")
-    if result.interrupted:
+    summary = PassSummary.of(result)
+    print_problems(summary.problems, sys.stderr)
+    for line in summary.lines():
+        print(line)
+    if summary.interrupted:
         print("interrupted: progress was checkpointed; the next pass resumes", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 1 if result.failed or problems else 0
+    return summary.exit_code

@@ -6,11 +6,11 @@ import argparse
 import re
 from typing import Any
 
-from reconciler import git
 from reconciler.commands._repo import branch_state
+from reconciler.core.records import NOT_OK, RUNNING, LedgerRecord
+from reconciler.core.resources import NAME_RE, parse_resource
 from reconciler.errors import EXIT_PROBLEMS, UserError
-from reconciler.ledger import NOT_OK, RUNNING, LedgerRecord
-from reconciler.resources import NAME_RE, parse_resource
+from reconciler.ledger import git
 
 MAX_NAME = 63
 

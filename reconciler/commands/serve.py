@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
 from reconciler.errors import UserError
-from reconciler.timeutil import iso, utcnow
+from reconciler.eventlog import emit
 
 SECRET_ENV = "RECONCILER_WEBHOOK_SECRET"
 
@@ -26,16 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--branch", help="deployment branch (default: reconciler.yaml, else HEAD's branch)")
     parser.add_argument("--reconcile-on-start", action="store_true",
                         help="run one pass at start-up (catches pushes missed while the server was down)")
-
-
-def emit(event: str, data: dict[str, Any]) -> None:
-    """One structured line per event on stderr (human-readable on a terminal)."""
-    if sys.stderr.isatty():
-        details = " ".join(f"{k}={v}" for k, v in data.items())
-        sys.stderr.write(f"reconciler: {event} {details}\n")
-    else:
-        sys.stderr.write(json.dumps({"time": iso(utcnow()), "event": event, **data}) + "\n")
-    sys.stderr.flush()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -58,11 +46,11 @@ def bind(host: str, port: int) -> socket.socket:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from reconciler.reconcile import PassOptions
+    from reconciler.run.reconcile_pass import PassOptions
     from reconciler.web.app import ServeContext, create_app
     from reconciler.web.metrics import Metrics
     from reconciler.web.runner import PassReport, PassRunner
-    from reconciler.web.state import StateCache
+    from reconciler.web.tip_cache import StateCache
 
     cache = StateCache(args.repo, args.branch)
     metrics = Metrics()

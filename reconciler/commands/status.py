@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from reconciler.commands._output import emit_json, print_job_detail, print_job_table
 from reconciler.commands._repo import branch_state
-from reconciler.listing import job_detail, job_rows
-from reconciler.output import emit_json, print_job_detail, print_job_table
+from reconciler.core.listing import job_detail, job_rows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,13 +22,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"reconciler: no job {args.job!r} on the deployment branch")
             return 1
         if args.format == "json":
-            emit_json(detail)
+            emit_json(detail.as_json())
         else:
-            print_job_detail(detail)
+            print_job_detail(detail.as_json())
         return 0
     rows = job_rows(state) if state else []
     if args.format == "json":
-        emit_json(rows)
+        emit_json([row.as_json() for row in rows])
     else:
-        print_job_table(rows)
+        print_job_table([row.as_json() for row in rows])
     return 0

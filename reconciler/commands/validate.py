@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from reconciler.output import emit_json, print_problems
-from reconciler.state import load_worktree_state
+from reconciler.commands._output import emit_json, print_problems
+from reconciler.ledger.load import load_worktree_state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

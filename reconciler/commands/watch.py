@@ -22,9 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.commands.reconcile import structured
     from reconciler.errors import UserError
-    from reconciler.watch import Watcher, WatchOptions
+    from reconciler.eventlog import emit
+    from reconciler.triggers.watch import Watcher, WatchOptions
 
     if args.interval <= 0:
         raise UserError("--interval must be a positive number of seconds")
@@ -34,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
         if stop.is_set():  # a second signal: the user insists
             raise KeyboardInterrupt
         stop.set()
-        structured("watch.stopping", {"signal": signal.Signals(signum).name,
+        emit("watch.stopping", {"signal": signal.Signals(signum).name,
                                       "detail": "finishing the users in flight, then checkpointing"})
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     options = WatchOptions(repo=args.repo, remote=args.remote, interval=args.interval, debounce_ms=args.debounce,
-                           stop=stop, events=structured)
+                           stop=stop, events=emit)
     return Watcher(options).run()

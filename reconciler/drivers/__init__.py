@@ -7,8 +7,8 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
+from reconciler.core.settings import Settings
 from reconciler.drivers.base import DeployRequest, Driver, DriverContext, Outcome, SettingsProblem
-from reconciler.settings import Settings
 
 ENTRY_POINT_GROUP = "reconciler.drivers"
 BUILTIN = {

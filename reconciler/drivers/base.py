@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from reconciler.model import Definition, Server, User
-from reconciler.settings import Settings
-
-SettingsProblem = tuple[tuple[str, ...], str, str]  # (key path under driver:, message, code)
+from reconciler.core.model import Definition, Server, User
+from reconciler.core.settings import Settings
+from reconciler.core.validate import SettingsProblem as SettingsProblem  # re-exported for plugins
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from reconciler.core.settings import Settings
 from reconciler.drivers.base import DeployRequest, Driver, DriverContext, Outcome, SettingsProblem
-from reconciler.settings import Settings
 
 #: variables of the reconciler's environment a command inherits; everything else must be a token
 PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")

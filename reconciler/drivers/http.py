@@ -28,10 +28,10 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from reconciler import __version__
+from reconciler.core.render import as_text
+from reconciler.core.settings import Settings
+from reconciler.core.timeutil import utcnow
 from reconciler.drivers.base import DeployRequest, Driver, DriverContext, Outcome, SettingsProblem
-from reconciler.render import as_text
-from reconciler.settings import Settings
-from reconciler.timeutil import utcnow
 
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles each time
 BACKOFF_CAP = 30.0

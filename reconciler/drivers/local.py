@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.settings import Settings
 from reconciler.drivers.base import DeployRequest, Driver, Outcome, SettingsProblem
-from reconciler.settings import Settings
 
 MANIFEST = ".deployment.json"
 _RESERVED = ("servers", "definitions", "jobs", ".git")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from reconciler.web.app import Ctx
@@ -17,17 +17,17 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job 
 
 @router.get("/api/jobs", response_model=list[JobRow], tags=["api"],
             summary="The job list, exactly as `reconciler status --format json`")
-def list_jobs(ctx: Ctx) -> list[dict[str, Any]]:
-    return ctx.cache.rows()
+def list_jobs(ctx: Ctx) -> JSONResponse:
+    return JSONResponse(ctx.cache.rows())
 
 
-@router.get("/api/jobs/{job}", response_model=JobDetail, response_model_exclude_unset=True, tags=["api"],
+@router.get("/api/jobs/{job}", response_model=JobDetail, tags=["api"],
             responses=NOT_FOUND, summary="One job: blocks, per-user results with reasons, its ledger record")
-def get_job(job: str, ctx: Ctx) -> dict[str, Any]:
+def get_job(job: str, ctx: Ctx) -> JSONResponse:
     detail = ctx.cache.detail(job)
     if detail is None:
         raise HTTPException(404, f"no job {job!r} on the deployment branch")
-    return detail
+    return JSONResponse(detail)  # the shape `status JOB --format json` prints (response_model documents it)
 
 
 @router.get("/api/builds/{build_id}/log", response_class=PlainTextResponse, tags=["api"],

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from reconciler import __version__
 from reconciler.web.metrics import Metrics
 from reconciler.web.runner import PassRunner
-from reconciler.web.state import StateCache
+from reconciler.web.tip_cache import StateCache
 
 
 class Deliveries:

@@ -13,7 +13,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from reconciler.ledger import USER_STATUSES
+from reconciler.core.records import USER_STATUSES
 
 LISTING_STATES = ("IN-PROGRESS", "WORKING", "SUCCESS", "FAILURE", "MODIFIED", "DELETED", "INVALID",
                   "SUSPENDED", "SCHEDULED", "PENDING")

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.core.timeutil import iso, utcnow
 from reconciler.errors import UserError
-from reconciler.lock import RepoLock
-from reconciler.reconcile import PassOptions, PassResult, run_pass
-from reconciler.timeutil import iso, utcnow
+from reconciler.ledger.lock import RepoLock
+from reconciler.run.reconcile_pass import PassOptions, run_pass
+from reconciler.run.summary import PassSummary
 
 Events = Callable[[str, dict[str, object]], None]
 
@@ -108,8 +109,7 @@ class PassRunner:
             if not self._wait_for_lock():
                 outcome, detail = "interrupted", "stopped while another pass held the repo lock"
             else:
-                result = run_pass(self._make_options(self.stop))
-                outcome = _outcome(result)
+                outcome = PassSummary.of(run_pass(self._make_options(self.stop))).outcome
         except UserError as exc:
             outcome, detail = "error", str(exc)
         except Exception as exc:  # a bug must not kill the worker: report it and keep serving
@@ -132,9 +132,3 @@ class PassRunner:
             except UserError:
                 self.stop.wait(0.25)
         return False
-
-
-def _outcome(result: PassResult) -> str:
-    if result.interrupted:
-        return "interrupted"
-    return "failure" if result.failed else "ok"

@@ -1,0 +1,35 @@
+"""Event lines on stderr: one JSON object per line for machines, a readable line on a terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from reconciler.core.timeutil import iso, utcnow
+
+
+def json_line(event: str, data: dict[str, Any]) -> None:
+    """Always JSON (a pass's events when stderr is a pipe or a log file)."""
+    sys.stderr.write(json.dumps({"time": iso(utcnow()), "event": event, **data}, default=str) + "\n")
+    sys.stderr.flush()
+
+
+def human_line(event: str, data: dict[str, Any]) -> None:
+    time = (iso(utcnow()) or "")[11:19]
+    details = " ".join(f"{k}={_short(v)}" for k, v in data.items())
+    sys.stderr.write(f"{time} {event} {details}".rstrip() + "\n")
+    sys.stderr.flush()
+
+
+def emit(event: str, data: dict[str, Any]) -> None:
+    """Human-readable on a terminal, JSON otherwise (daemons: watch, serve)."""
+    (human_line if sys.stderr.isatty() else json_line)(event, data)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v}" for k, v in value.items()) or "-"
+    return str(value)

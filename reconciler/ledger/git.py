@@ -1,0 +1,419 @@
+"""Every git call lives here. Plain `git` subprocesses: fast to start, no shell, explicit env.
+
+Status commits are built with plumbing on a private index under `.git/reconciler/`, so the
+user's index and working tree are never touched except for the ledger paths we wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.core.files import Entry
+from reconciler.errors import UserError
+
+TRAILER = "Reconciler-Build:"
+_BASE_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+
+
+class GitError(Exception):
+    def __init__(self, args: list[str], code: int, stderr: str) -> None:
+        super().__init__(f"git {' '.join(args)} failed ({code}): {stderr.strip()[:500]}")
+        self.code = code
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class Repo:
+    git_dir: Path
+    top: Path | None  # working tree, None when bare
+
+    @property
+    def root(self) -> Path:
+        """The folder relative driver paths are resolved against."""
+        return self.top if self.top is not None else self.git_dir
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the reconciler keeps its lock, cache and temporary files (never the working tree)."""
+        path = self.git_dir / "reconciler"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def git(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
+            check: bool = True) -> bytes:
+        return run(["--git-dir", str(self.git_dir), *(["--work-tree", str(self.top)] if self.top else []),
+                    *args], input=input, env=env, check=check, cwd=self.top or self.git_dir)
+
+
+def run(args: list[str], *, input: bytes | None = None, env: dict[str, str] | None = None, check: bool = True,
+        cwd: Path | None = None) -> bytes:
+    full_env = {**os.environ, **_BASE_ENV, **(env or {})}
+    try:
+        proc = subprocess.run(["git", *args], input=input, capture_output=True, env=full_env, cwd=cwd,
+                              check=False)
+    except FileNotFoundError:
+        raise UserError("git is not installed or not on PATH; install git and try again") from None
+    if check and proc.returncode != 0:
+        raise GitError(args, proc.returncode, proc.stderr.decode("utf-8", "replace"))
+    return proc.stdout
+
+
+def open_repo(path: Path) -> Repo:
+    if not path.exists():
+        raise UserError(f"{path}: no such directory")
+    try:
+        out = run(["rev-parse", "--absolute-git-dir", "--is-bare-repository", "--show-toplevel"], cwd=path,
+                  check=False)
+    except NotADirectoryError:
+        raise UserError(f"{path}: not a directory") from None
+    lines = out.decode().splitlines()
+    if len(lines) < 2:
+        raise UserError(f"{path} is not a git repository (run `git init` or `reconciler init DIR`)")
+    git_dir = Path(lines[0])
+    bare = lines[1] == "true"
+    top = None if bare or len(lines) < 3 else Path(lines[2])
+    return Repo(git_dir=git_dir, top=top)
+
+
+def resolve(repo: Repo, ref: str) -> str | None:
+    out = repo.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False).decode().strip()
+    return out or None
+
+
+def head_branch(repo: Repo) -> str | None:
+    out = repo.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False).decode().strip()
+    return out or None
+
+
+def is_ancestor(repo: Repo, older: str, newer: str) -> bool:
+    return _returncode(repo, "merge-base", "--is-ancestor", older, newer) == 0
+
+
+def _returncode(repo: Repo, *args: str) -> int:
+    proc = subprocess.run(["git", "--git-dir", str(repo.git_dir), *args], capture_output=True,
+                          env={**os.environ, **_BASE_ENV}, check=False)
+    return proc.returncode
+
+
+class GitTree:
+    """The files of one commit (a RepoFiles), read in bulk with one `git cat-file --batch`."""
+
+    def __init__(self, repo: Repo, commit: str, paths: tuple[str, ...]) -> None:
+        self.repo = repo
+        self.commit = commit
+        self.paths = paths
+        self._entries: dict[str, Entry] | None = None
+
+    def entries(self) -> dict[str, Entry]:
+        if self._entries is None:
+            out = self.repo.git("-c", "core.quotePath=false", "ls-tree", "-r", "-z", "--full-tree", self.commit,
+                                "--", *self.paths)
+            found: dict[str, Entry] = {}
+            for item in out.decode("utf-8", "surrogateescape").split("\0"):  # one decode: 10,000s of files
+                if not item:
+                    continue
+                meta, _, name = item.partition("\t")
+                mode, kind, blob = meta.split(" ")
+                if kind == "blob":
+                    found[name] = Entry(name, mode, blob)
+            self._entries = found
+        return self._entries
+
+    def read_many(self, paths: list[str]) -> dict[str, bytes]:
+        entries = self.entries()
+        blobs = read_blobs(self.repo, [entries[p].blob for p in paths])
+        return {p: blobs[entries[p].blob] for p in paths}
+
+
+def read_blobs(repo: Repo, blob_ids: list[str]) -> dict[str, bytes]:
+    """Read many objects with one `git cat-file --batch` process."""
+    unique = list(dict.fromkeys(blob_ids))
+    if not unique:
+        return {}
+    out = repo.git("cat-file", "--batch", input=("\n".join(unique) + "\n").encode())
+    result: dict[str, bytes] = {}
+    pos = 0
+    for blob in unique:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].decode()
+        parts = header.split()
+        if len(parts) < 3 or parts[1] == "missing":
+            raise GitError(["cat-file", "--batch"], 1, f"object {blob} is missing")
+        size = int(parts[2])
+        result[blob] = out[end + 1:end + 1 + size]
+        pos = end + 1 + size + 1
+    return result
+
+
+def read_file(repo: Repo, commit: str, path: str) -> bytes | None:
+    if _returncode(repo, "cat-file", "-e", f"{commit}:{path}") != 0:
+        return None
+    return repo.git("cat-file", "blob", f"{commit}:{path}")
+
+
+@dataclass(frozen=True)
+class Change:
+    commit: str
+    time: int
+    status: str  # A, M, D
+    path: str
+    by_reconciler: bool
+
+
+def changes(repo: Repo, head: str, paths: tuple[str, ...], since: str | None = None) -> list[Change]:
+    """File changes under `paths`, oldest first, reachable from head (and not from `since`)."""
+    rev = f"{since}..{head}" if since else head
+    out = repo.git("-c", "core.quotePath=false", "log", "--reverse", "--topo-order", "--no-renames",
+                   "--format=%x1e%H %ct%n%B%x1d", "--name-status", rev, "--", *paths)
+    found: list[Change] = []
+    for chunk in out.decode("utf-8", "surrogateescape").split("\x1e"):
+        if not chunk.strip():
+            continue
+        head_line, _, rest = chunk.partition("\n")
+        body, _, files = rest.partition("\x1d")
+        sha, _, when = head_line.partition(" ")
+        ours = any(line.startswith(TRAILER) for line in body.splitlines())
+        for line in files.splitlines():
+            if "\t" not in line:
+                continue
+            status, _, path = line.partition("\t")
+            found.append(Change(sha, int(when), status[:1], path, ours))
+    return found
+
+
+def commit_files(repo: Repo, *, parent: str, files: dict[str, bytes], message: str, author: tuple[str, str]) -> str:
+    """Create a commit = parent's tree plus `files`; returns its id. No ref moves, no working-tree change."""
+    state = repo.state_dir
+    index = state / f"index-{os.getpid()}"
+    env = {"GIT_INDEX_FILE": str(index)}
+    try:
+        repo.git("read-tree", parent, env=env)
+        with tempfile.TemporaryDirectory(dir=state, prefix="blobs-") as tmp:
+            names = []
+            for i, data in enumerate(files.values()):
+                blob_file = Path(tmp, str(i))
+                blob_file.write_bytes(data)
+                names.append(str(blob_file))
+            shas = repo.git("hash-object", "-w", "--no-filters", "--stdin-paths",
+                            input=("\n".join(names) + "\n").encode()).decode().split()
+        info = "".join(f"100644 {sha}\t{path}\n" for sha, path in zip(shas, files, strict=True))
+        repo.git("update-index", "--index-info", input=info.encode(), env=env)
+        tree = repo.git("write-tree", env=env).decode().strip()
+    finally:
+        index.unlink(missing_ok=True)
+    name, email = author
+    who = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+           "GIT_COMMITTER_EMAIL": email}
+    return repo.git("commit-tree", tree, "-p", parent, "-F", "-", input=message.encode(), env=who).decode().strip()
+
+
+def update_ref(repo: Repo, ref: str, new: str, old: str) -> bool:
+    """Move `ref` from `old` to `new` atomically; False when someone else moved it first."""
+    return _returncode(repo, "update-ref", "-m", "reconciler: status", ref, new, old) == 0
+
+
+def sync_worktree(repo: Repo, commit: str, paths: list[str]) -> None:
+    """Make the index and working tree match `commit` for `paths` (the ledger files we wrote)."""
+    if repo.top is None or not paths:
+        return
+    for start in range(0, len(paths), 500):
+        repo.git("checkout", commit, "--", *paths[start:start + 500])
+
+
+def init_repo(path: Path, branch: str = "main") -> Repo:
+    run(["init", "-q", "-b", branch, str(path)])
+    return open_repo(path)
+
+
+def commit_all(repo: Repo, message: str) -> str:
+    """Commit everything in the working tree (for `init` and `retry --commit`), as the user when configured."""
+    repo.git("add", "-A")
+    configured = repo.git("config", "user.email", check=False).strip()
+    identity = [] if configured else ["-c", "user.name=reconciler", "-c", "user.email=reconciler@localhost"]
+    repo.git(*identity, "commit", "-q", "-m", message)
+    return repo.git("rev-parse", "HEAD").decode().strip()
+
+
+def commit_paths(repo: Repo, paths: list[str], message: str) -> str:
+    repo.git("add", "--", *paths)
+    configured = repo.git("config", "user.email", check=False).strip()
+    identity = [] if configured else ["-c", "user.name=reconciler", "-c", "user.email=reconciler@localhost"]
+    repo.git(*identity, "commit", "-q", "-m", message, "--", *paths)
+    return repo.git("rev-parse", "HEAD").decode().strip()
+
+
+# -- remotes ---------------------------------------------------------------------------------------
+
+class RemoteUnreachable(Exception):
+    """The remote could not be reached (network, auth, missing repo); not a rejection."""
+
+
+def upstream_remote(repo: Repo, branch: str) -> str | None:
+    out = repo.git("config", "--get", f"branch.{branch}.remote", check=False).decode().strip()
+    return out if out and out != "." else None
+
+
+def fetch(repo: Repo, remote: str, branch: str) -> str | None:
+    """Fetch the remote branch into refs/remotes/<remote>/<branch>; its tip, or None if it has none."""
+    tracking = f"refs/remotes/{remote}/{branch}"
+    try:
+        repo.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote,
+                 f"+refs/heads/{branch}:{tracking}")
+    except GitError as exc:
+        if "couldn't find remote ref" in exc.stderr:
+            return None
+        raise RemoteUnreachable(f"cannot fetch {branch} from {remote}: {exc.stderr.strip()[:300]}") from None
+    return resolve(repo, tracking)
+
+
+def push(repo: Repo, remote: str, commit: str, branch: str) -> bool:
+    """Push `commit` to the remote branch without force; False when rejected (someone pushed first)."""
+    proc = subprocess.run(["git", "--git-dir", str(repo.git_dir), "push", "--porcelain", "--quiet", remote,
+                           f"{commit}:refs/heads/{branch}"], capture_output=True,
+                          env={**os.environ, **_BASE_ENV}, check=False)
+    if proc.returncode == 0:
+        return True
+    text = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    rejected = ("[rejected]", "non-fast-forward", "fetch first", "stale info", "cannot lock ref")
+    if any(marker in text for marker in rejected):
+        return False
+    raise RemoteUnreachable(f"cannot push to {remote}: {text.strip()[:300]}")
+
+
+def tree_entries(repo: Repo, commit: str, paths: list[str]) -> dict[str, str]:
+    """path -> blob id at `commit` for those of `paths` that exist there."""
+    if not paths:
+        return {}
+    out = repo.git("-c", "core.quotePath=false", "ls-tree", "-z", "--full-tree", commit, "--", *paths)
+    found = {}
+    for item in out.split(b"\0"):
+        if item:
+            meta, _, path = item.partition(b"\t")
+            found[path.decode("utf-8", "surrogateescape")] = meta.decode().split()[2]
+    return found
+
+
+def changed_paths(repo: Repo, old: str, new: str) -> list[str]:
+    out = repo.git("-c", "core.quotePath=false", "diff", "--name-only", "-z", "--no-renames", old, new)
+    return [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
+
+
+def commits_in(repo: Repo, base: str, tip: str) -> list[tuple[str, bool]]:
+    """(commit, made by the reconciler) for commits in base..tip, oldest first."""
+    out = repo.git("log", "--reverse", "--format=%x1e%H%n%B", f"{base}..{tip}")
+    found = []
+    for chunk in out.decode("utf-8", "replace").split("\x1e"):
+        if chunk.strip():
+            sha, _, body = chunk.partition("\n")
+            found.append((sha.strip(), any(line.startswith(TRAILER) for line in body.splitlines())))
+    return found
+
+
+def merge_base(repo: Repo, a: str, b: str) -> str | None:
+    out = repo.git("merge-base", a, b, check=False).decode().strip()
+    return out or None
+
+
+def advance_worktree(repo: Repo, old: str, new: str) -> bool:
+    """Fast-forward the checked-out index and working tree from `old` to `new` (like `merge --ff-only`).
+
+    False when local uncommitted changes are in the way; nothing is overwritten then.
+    """
+    if repo.top is None:
+        return True
+    return _returncode_wt(repo, "read-tree", "-m", "-u", old, new) == 0
+
+
+def _returncode_wt(repo: Repo, *args: str) -> int:
+    assert repo.top is not None
+    proc = subprocess.run(["git", "--git-dir", str(repo.git_dir), "--work-tree", str(repo.top), *args],
+                          capture_output=True, env={**os.environ, **_BASE_ENV}, cwd=repo.top, check=False)
+    return proc.returncode
+
+
+SYNC_MARKER = "ledger-sync-pending"
+
+
+def ledger_sync_pending(repo: Repo) -> bool:
+    return (repo.git_dir / "reconciler" / SYNC_MARKER).exists()
+
+
+def mark_ledger_sync(repo: Repo, pending: bool) -> None:
+    """Set before moving a checked-out branch, cleared once its ledger files are written."""
+    marker = repo.state_dir / SYNC_MARKER
+    if pending:
+        marker.touch()
+    else:
+        marker.unlink(missing_ok=True)
+
+
+def repair_ledger_checkout(repo: Repo, ledger_dir: str) -> None:
+    """If a pass died between moving the branch and writing the ledger files, put them in step."""
+    if repo.top is None or not ledger_sync_pending(repo):
+        return
+    if _returncode_wt(repo, "diff", "--quiet", "HEAD", "--", ledger_dir) != 0:
+        repo.git("checkout", "HEAD", "--", ledger_dir, check=False)
+    mark_ledger_sync(repo, False)
+
+
+def read_path(repo: Repo, rev: str, path: str) -> bytes | None:
+    """The bytes of `path` at `rev` (one process), or None when it is not there."""
+    out = repo.git("cat-file", "--batch", input=f"{rev}:{path}\n".encode())
+    header, _, rest = out.partition(b"\n")
+    parts = header.split()
+    if len(parts) < 3 or parts[-1] == b"missing" or parts[1] != b"blob":
+        return None
+    return rest[: int(parts[2])]
+
+
+# -- triggers (push hook, watch daemon) --------------------------------------------------------------
+
+ZERO = "0" * 40
+
+
+def ls_remote(repo: Repo, remote: str, branch: str) -> str | None:
+    """The remote branch's tip without fetching; None when the remote has no such branch."""
+    try:
+        out = repo.git("ls-remote", "--heads", remote, f"refs/heads/{branch}").decode()
+    except GitError as exc:
+        raise RemoteUnreachable(f"cannot reach {remote}: {exc.stderr.strip()[:300]}") from None
+    for line in out.splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref == f"refs/heads/{branch}":
+            return sha
+    return None
+
+
+def clone(source: Path, dest: Path, branch: str) -> Repo:
+    run(["clone", "--quiet", "--branch", branch, "--origin", "origin", str(source), str(dest)])
+    return open_repo(dest)
+
+
+def hooks_dir(repo: Repo) -> Path:
+    """Where git looks for this repository's hooks (honours core.hooksPath)."""
+    out = repo.git("rev-parse", "--git-path", "hooks").decode().strip()
+    path = Path(out)
+    return path if path.is_absolute() else repo.git_dir / path
+
+
+def status_only(repo: Repo, old: str, new: str, ledger_dir: str) -> bool:
+    """True when every commit in old..new is a reconciler status commit touching only the ledger."""
+    if old == ZERO:
+        return False
+    prefix = ledger_dir + "/"
+    files: dict[str, list[str]] = {}
+    for change in changes(repo, new, (), since=old):
+        files.setdefault(change.commit, []).append(change.path)
+    commits = commits_in(repo, old, new)
+    return bool(commits) and all(ours and all(p.startswith(prefix) for p in files.get(sha, []))
+                                 for sha, ours in commits)
+
+
+def linear_since(repo: Repo, older: str, newer: str) -> bool:
+    """True when `older..newer` holds no merge commit (so a walk from `older` can simply be continued)."""
+    out = repo.git("rev-list", "--count", "--merges", f"{older}..{newer}", check=False).decode().strip()
+    return out == "0"
