@@ -1,0 +1,84 @@
+"""Where user deployments run: the engine hands each user to an executor and gets an Outcome back.
+
+The engine keeps everything else: claims, epochs, started markers, the failure policy,
+checkpoints and the final record. An executor only runs "this user's deployment" somewhere:
+- `ThreadExecutor` (the default): in this process, on a thread pool, with the engine's own
+  prepared request for the user;
+- `reconciler.run.fleet.CeleryExecutor` (extra `fleet`): on Celery workers over Redis, which read
+  the claimed commit themselves and guard each user with a fence in Redis.
+
+Both call `on_done(task, outcome)` from a thread of their own once a user's deployment finished
+(or failed to start). `resume` tells a recovering build what an executor knows of users a
+previous owner had handed out, so nothing is run twice that a fence says ran or is running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from reconciler.drivers.base import Outcome
+
+
+@dataclass(frozen=True)
+class UserTask:
+    """One user's deployment, as the engine hands it out. Everything a remote worker needs to find
+    and run it from the deployment repo's remote: no rendered content, no secret."""
+
+    job: str
+    build_id: str
+    epoch: int
+    block: int  # index of the block in the job
+    user: str
+    desired_commit: str  # the claimed commit: servers, definitions and the job are read from it
+    server: str
+    driver_type: str
+    action: str
+    idempotent: bool  # the driver absorbs a second run of the same deployment
+
+    @property
+    def key(self) -> str:
+        """Epoch-independent identity of the deployment (a takeover does not make it a new one)."""
+        return f"{self.build_id}/{self.block}/{self.user}"
+
+
+OnDone = Callable[[UserTask, Outcome], None]
+Known = Outcome | Literal["running"] | None  # finished (its outcome), still running elsewhere, or unknown
+
+
+class Executor(Protocol):
+    def submit(self, task: UserTask, on_done: OnDone) -> None:
+        """Start the deployment; never blocks for the driver call. `on_done` is called exactly once."""
+
+    def resume(self, tasks: list[UserTask], on_done: OnDone) -> dict[str, Known]:
+        """For a recovered build: what is known of these users (by `UserTask.key`). A "running" one
+        gets `on_done` later; an unknown one was never handed out, or its fate is not known here."""
+
+    def close(self) -> None:
+        """Stop accepting work; wait for what is in flight."""
+
+
+class ThreadExecutor:
+    """In-process: `run(task)` (the engine's prepared driver call) on a bounded thread pool."""
+
+    def __init__(self, run: Callable[[UserTask], Outcome], workers: int) -> None:
+        self._run = run
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="user")
+
+    def submit(self, task: UserTask, on_done: OnDone) -> None:
+        def call() -> None:
+            try:
+                outcome = self._run(task)
+            except Exception as exc:  # a driver bug fails this user, never the pass
+                outcome = Outcome("FAILED", f"driver error: {type(exc).__name__}: {exc}")
+            on_done(task, outcome)
+
+        self._pool.submit(call)
+
+    def resume(self, tasks: list[UserTask], on_done: OnDone) -> dict[str, Known]:
+        return {task.key: None for task in tasks}  # a previous process's threads died with it
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
