@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 import traceback
@@ -43,6 +44,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+_ENVIRONMENT = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exhausted",
+                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                errno.EPERM: "operation not permitted", errno.EMFILE: "too many open files",
+                errno.ENOMEM: "out of memory"}
+
+
+def environment_error(exc: OSError) -> str | None:
+    """One line for an environment error (SPEC 9.1 rule 7), or None for anything else."""
+    reason = _ENVIRONMENT.get(exc.errno or 0)
+    if reason is None:
+        return None
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{reason}{where}; fix that, then try again (a build this interrupted stays WORKING and is recovered)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, never a crash
         if hasattr(stream, "reconfigure"):
@@ -65,6 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # the machine, not the code: a full disk, a read-only folder, permissions
+        known = environment_error(exc)
+        if known is None:
+            raise
+        print(f"reconciler: error: {known}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:  # a bug: one clear line for the user, the traceback in a crash log
         log = Path.cwd() / ".reconciler-crash.log"
         try:

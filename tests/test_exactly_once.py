@@ -108,7 +108,7 @@ KILL_POINTS = [
     (point, nth)
     for point in ("claim.before-commit", "claim.before-push", "claim.after-commit", "save.before-commit",
                   "save.before-push", "save.after-commit", "user.before-apply", "user.after-apply")
-    for nth in (1, 2, 4)
+    for nth in (1, 2, 3, 4)
 ]
 exercised: list[str] = []
 
@@ -116,7 +116,8 @@ exercised: list[str] = []
 @pytest.fixture(scope="module")
 def origin_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("template")
-    make_origin(base, jobs=3)
+    # one build at a time, small claim batches: more distinct commits for the kills to land on
+    make_origin(base, jobs=3, settings="concurrency: 2\njob_concurrency: 1\n")
     return base
 
 

@@ -134,9 +134,9 @@ def test_happy_path_with_per_user_overrides(make_repo: MakeRepo) -> None:
 def test_claim_is_committed_before_the_job_runs(make_repo: MakeRepo) -> None:
     repo = make_repo(jobs={"rollout": JOB})
     assert reconcile(repo).returncode == 0
-    subjects = git(repo, "log", "--reverse", "--format=%H %s", "HEAD~3..HEAD").splitlines()
-    assert [s.split(" ", 1)[1] for s in subjects] == ["status: claim rollout", "status: rollout WORKING",
-                                                       "status: rollout SUCCESS"]
+    subjects = git(repo, "log", "--reverse", "--format=%H %s", "HEAD~2..HEAD").splitlines()
+    # SPEC 9.2: the WORKING step may share a commit with the next save; the claim comes first, alone
+    assert [s.split(" ", 1)[1] for s in subjects] == ["status: claim rollout", "status: rollout SUCCESS"]
     claim = json.loads(git(repo, "show", f"{subjects[0].split()[0]}:status/rollout.json"))
     assert claim["status"] == "IN-PROGRESS"
     assert claim["started_at"] is None and claim["blocks"] == []
@@ -162,16 +162,17 @@ def test_status_commits_touch_only_the_ledger_and_leave_the_clone_clean(make_rep
     start = head(repo)
     assert reconcile(repo).returncode == 0
     commits = git(repo, "rev-list", f"{start}..HEAD").split()
-    assert len(commits) >= 6  # claim, WORKING, final for each job
+    assert len(commits) >= 2  # the claims, then the final records (SPEC 9.2: builds may share commits)
     for commit in commits:
         message = git(repo, "log", "-1", "--format=%B", commit)
         assert message.startswith("status:")
         trailers = [line for line in message.splitlines() if line.startswith("Reconciler-Build: ")]
-        assert len(trailers) == 1
-        build = trailers[0].split(": ", 1)[1]
+        assert 1 <= len(trailers) <= 2
         paths = git(repo, "show", "--name-only", "--format=", commit).split()
         assert paths and all(p.startswith("status/") for p in paths), paths
-        assert f"status/logs/{build}.log" in paths
+        for trailer in trailers:  # each build in the commit: its record and its log
+            build = trailer.split(": ", 1)[1]
+            assert f"status/logs/{build}.log" in paths
         author = git(repo, "log", "-1", "--format=%an <%ae>", commit).strip()
         assert author == "reconciler[bot] <reconciler@localhost>"
         assert len(git(repo, "rev-list", "--parents", "-1", commit).split()) == 2  # never a merge
@@ -449,12 +450,14 @@ blocks:
 
 
 def test_a_missing_secret_breaks_the_asset(make_repo: MakeRepo) -> None:
+    # SPEC 2 (0.2): a secret that is not set is not a broken asset; the deployment fails naming the variable
+    # (and with SPEC 9.1 rule 10 the job is not claimed at all: see the secret checks before claims)
     repo = make_repo(jobs={"needs-secret": JOB.replace("greeting: hello",
                                                        "greeting: {secret: DEPLOY_SECRET_NONE}")})
     env = {k: v for k, v in os.environ.items() if k != "DEPLOY_SECRET_NONE"}
     result = run_cli("reconcile", "--repo", str(repo), env=env)
     assert result.returncode == 1
-    assert users_of(repo, "needs-secret") == {"u1": "SKIPPED", "u2": "SKIPPED", "u3": "SKIPPED"}
+    assert users_of(repo, "needs-secret") == {"u1": "FAILED", "u2": "FAILED", "u3": "FAILED"}
     reason = record(repo, "needs-secret")["blocks"][0]["users"]["u1"]["reason"]
     assert "DEPLOY_SECRET_NONE is not set" in reason
     assert not (repo / TARGET).exists()

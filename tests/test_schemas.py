@@ -34,8 +34,9 @@ METASCHEMA = "https://json-schema.org/draft/2020-12/schema"
 # Fields the model fills in itself when a record is built in memory (`LedgerRecord(...)` in the
 # reconciler) but the schema demands on disk: every record the model writes carries them.
 MODEL_DEFAULTED_SCHEMA_REQUIRED = {"record_version", "reconciler_version"}
-# Always written, optional when read (a record from before crash recovery counted recoveries).
-OPTIONAL_ON_DISK = {"recoveries"}
+# Always written, optional when read (records from before crash recovery counted recoveries, or
+# before fencing tokens: a v1 record without an epoch is epoch 1).
+OPTIONAL_ON_DISK = {"recoveries", "epoch"}
 
 
 @pytest.mark.parametrize("kind", SHIPPED)
@@ -231,6 +232,12 @@ def test_schema_only_strictness_still_rejects_through_the_reader(label: str, cha
     assert list(Draft202012Validator(STATUS).iter_errors(data)), label
     with pytest.raises(RecordError):
         parse_record("deploy", json.dumps(data).encode())
+
+
+def test_record_without_epoch_is_epoch_one() -> None:
+    data = json.loads(_record().to_json())
+    del data["epoch"]
+    assert parse_record("deploy", json.dumps(data).encode()).epoch == 1
 
 
 def test_record_without_recoveries_is_readable() -> None:

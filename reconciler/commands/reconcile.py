@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Any
 
 from reconciler.commands._output import print_problems
+from reconciler.errors import UserError
 from reconciler.eventlog import json_line
 from reconciler.run.reconcile_pass import PassOptions, PassResult, run_pass
 from reconciler.run.summary import PassSummary
@@ -19,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remote", help="remote to fetch from and push status commits to")
     parser.add_argument("--branch", help="deployment branch (default: reconciler.yaml, else HEAD's branch)")
     parser.add_argument("--concurrency", type=int, help="users of a block deployed at once")
+    parser.add_argument("--job-concurrency", type=int, metavar="N",
+                        help="builds run at once (1 to 64; default: reconciler.yaml, else 4)")
     parser.add_argument("--only", metavar="JOB", help="run only this job")
     parser.add_argument("--lock-wait", type=float, default=10.0, help=argparse.SUPPRESS)
 
@@ -37,8 +40,12 @@ def install_stop_handlers(stop: threading.Event) -> None:
 def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     install_stop_handlers(stop)
+    if args.job_concurrency is not None and not 1 <= args.job_concurrency <= 64:
+        raise UserError(f"--job-concurrency {args.job_concurrency}: give 1 to 64")
+    if args.concurrency is not None and not 1 <= args.concurrency <= 256:
+        raise UserError(f"--concurrency {args.concurrency}: give 1 to 256")
     options = PassOptions(repo=args.repo, remote=args.remote, branch=args.branch, concurrency=args.concurrency,
-                          only=args.only, stop=stop, lock_wait=args.lock_wait)
+                          job_concurrency=args.job_concurrency, only=args.only, stop=stop, lock_wait=args.lock_wait)
     if sys.stderr.isatty():
         result = _with_progress(options)
     else:

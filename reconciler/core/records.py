@@ -79,6 +79,7 @@ class LedgerRecord(_Frozen):
     on_failure: Literal["skip", "force", "abort"]
     on_interrupt: Literal["resume", "fail"]
     recoveries: int = 0
+    epoch: int = 1  # fencing token: a takeover is a compare-and-swap on (build_id, epoch, owner)
     blocks: list[BlockRecord]
     summary: dict[UserStatus, int]
     log: str

@@ -18,6 +18,8 @@ class Settings:
     commit_name: str = "reconciler[bot]"
     commit_email: str = "reconciler@localhost"
     concurrency: int = 4
+    job_concurrency: int = 4
+    checkpoint_seconds: float = 2.0
     on_interrupt: str = "resume"
     lease_seconds: int = 600
     secret_prefixes: tuple[str, ...] = ("DEPLOY_SECRET_",)
@@ -53,6 +55,8 @@ def parse_settings(raw: bytes | None) -> tuple[Settings, list[Problem]]:
             commit_name=author.get("name", Settings.commit_name),
             commit_email=author.get("email", Settings.commit_email),
             concurrency=data.get("concurrency", 4),
+            job_concurrency=data.get("job_concurrency", 4),
+            checkpoint_seconds=float(data.get("checkpoint_seconds", 2.0)),
             on_interrupt=data.get("on_interrupt", "resume"),
             lease_seconds=data.get("lease_seconds", 600),
             secret_prefixes=tuple(data.get("secret_prefixes", ["DEPLOY_SECRET_"])),

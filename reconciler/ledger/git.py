@@ -6,13 +6,15 @@ user's index and working tree are never touched except for the ledger paths we w
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import subprocess
-import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.core.files import Entry
+from reconciler.core.files import Entry, blob_id
 from reconciler.errors import UserError
 
 TRAILER = "Reconciler-Build:"
@@ -40,7 +42,11 @@ class Repo:
     def state_dir(self) -> Path:
         """Where the reconciler keeps its lock, cache and temporary files (never the working tree)."""
         path = self.git_dir / "reconciler"
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create {path}: {exc.strerror}; the reconciler keeps its lock and caches "
+                            "there: make the repository writable, then try again") from None
         return path
 
     def git(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
@@ -185,32 +191,6 @@ def changes(repo: Repo, head: str, paths: tuple[str, ...], since: str | None = N
     return found
 
 
-def commit_files(repo: Repo, *, parent: str, files: dict[str, bytes], message: str, author: tuple[str, str]) -> str:
-    """Create a commit = parent's tree plus `files`; returns its id. No ref moves, no working-tree change."""
-    state = repo.state_dir
-    index = state / f"index-{os.getpid()}"
-    env = {"GIT_INDEX_FILE": str(index)}
-    try:
-        repo.git("read-tree", parent, env=env)
-        with tempfile.TemporaryDirectory(dir=state, prefix="blobs-") as tmp:
-            names = []
-            for i, data in enumerate(files.values()):
-                blob_file = Path(tmp, str(i))
-                blob_file.write_bytes(data)
-                names.append(str(blob_file))
-            shas = repo.git("hash-object", "-w", "--no-filters", "--stdin-paths",
-                            input=("\n".join(names) + "\n").encode()).decode().split()
-        info = "".join(f"100644 {sha}\t{path}\n" for sha, path in zip(shas, files, strict=True))
-        repo.git("update-index", "--index-info", input=info.encode(), env=env)
-        tree = repo.git("write-tree", env=env).decode().strip()
-    finally:
-        index.unlink(missing_ok=True)
-    name, email = author
-    who = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
-           "GIT_COMMITTER_EMAIL": email}
-    return repo.git("commit-tree", tree, "-p", parent, "-F", "-", input=message.encode(), env=who).decode().strip()
-
-
 def update_ref(repo: Repo, ref: str, new: str, old: str) -> bool:
     """Move `ref` from `old` to `new` atomically; False when someone else moved it first."""
     return _returncode(repo, "update-ref", "-m", "reconciler: status", ref, new, old) == 0
@@ -270,18 +250,44 @@ def fetch(repo: Repo, remote: str, branch: str) -> str | None:
     return resolve(repo, tracking)
 
 
+class RemoteLocked(UserError):
+    """A lock file left in the remote keeps every push out: an environment error, not a race."""
+
+
+_LOCK = re.compile(r"Unable to create '([^']+\.lock)': File exists")
+LOCK_RETRIES = 6  # a lock held for a moment by another pusher goes away; a stale one stays
+
+
 def push(repo: Repo, remote: str, commit: str, branch: str) -> bool:
-    """Push `commit` to the remote branch without force; False when rejected (someone pushed first)."""
-    proc = subprocess.run(["git", "--git-dir", str(repo.git_dir), "push", "--porcelain", "--quiet", remote,
-                           f"{commit}:refs/heads/{branch}"], capture_output=True,
-                          env={**os.environ, **_BASE_ENV}, check=False)
-    if proc.returncode == 0:
-        return True
-    text = (proc.stdout + proc.stderr).decode("utf-8", "replace")
-    rejected = ("[rejected]", "non-fast-forward", "fetch first", "stale info", "cannot lock ref")
-    if any(marker in text for marker in rejected):
-        return False
-    raise RemoteUnreachable(f"cannot push to {remote}: {text.strip()[:300]}")
+    """Push `commit` to the remote branch without force: a compare-and-swap of the remote's ref.
+
+    True when it landed, False when rejected because someone pushed first. Raises RemoteLocked for a
+    stale lock file in the remote and RemoteUnreachable when the remote cannot be reached.
+    """
+    for attempt in range(LOCK_RETRIES):
+        proc = subprocess.run(["git", "--git-dir", str(repo.git_dir), "push", "--porcelain", "--quiet", remote,
+                               f"{commit}:refs/heads/{branch}"], capture_output=True,
+                              env={**os.environ, **_BASE_ENV}, check=False)
+        if proc.returncode == 0:
+            return True
+        text = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+        locked = _LOCK.search(text)
+        if locked:
+            if attempt + 1 < LOCK_RETRIES:
+                time.sleep(0.25 * (attempt + 1))
+                continue
+            raise RemoteLocked(f"cannot push to {remote}: the lock file {locked.group(1)} in the remote keeps every "
+                               "update out (a git process there crashed, or is stuck); if no git process runs "
+                               "there, remove that file, then reconcile again")
+        rejected = ("[rejected]", "non-fast-forward", "fetch first", "stale info", "but expected",
+                    "incorrect old value")
+        if any(marker in text for marker in rejected):
+            return False
+        if "No space left on device" in text:
+            raise UserError(f"cannot push to {remote}: the remote's disk is full; free space there, then reconcile "
+                            "again")
+        raise RemoteUnreachable(f"cannot push to {remote}: {text.strip()[:300]}")
+    return False
 
 
 def tree_entries(repo: Repo, commit: str, paths: list[str]) -> dict[str, str]:
@@ -318,6 +324,41 @@ def merge_base(repo: Repo, a: str, b: str) -> str | None:
     return out or None
 
 
+def index_entries(repo: Repo, paths: list[str]) -> dict[str, str]:
+    """path -> blob id in the index (stage 0) for those of `paths` it holds."""
+    out = repo.git("-c", "core.quotePath=false", "ls-files", "-s", "-z", "--", *paths) if paths else b""
+    found = {}
+    for item in out.split(b"\0"):
+        if item:
+            meta, _, path = item.partition(b"\t")
+            found[path.decode("utf-8", "surrogateescape")] = meta.decode().split()[1]
+    return found
+
+
+def worktree_blobs(repo: Repo, paths: list[str]) -> dict[str, str]:
+    """path -> blob id of the file in the working tree, for those of `paths` that are regular files."""
+    found: dict[str, str] = {}
+    if repo.top is None:
+        return found
+    for path in paths:
+        full = repo.top / path
+        try:
+            if full.is_file() and not full.is_symlink():
+                found[path] = blob_id(full.read_bytes())
+        except OSError:
+            continue
+    return found
+
+
+def remove_paths(repo: Repo, paths: list[str]) -> None:
+    """Remove files from the index and the working tree (a move to a commit that deleted them)."""
+    repo.git("rm", "-q", "--cached", "--ignore-unmatch", "--", *paths)
+    if repo.top is not None:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                (repo.top / path).unlink()
+
+
 def advance_worktree(repo: Repo, old: str, new: str) -> bool:
     """Fast-forward the checked-out index and working tree from `old` to `new` (like `merge --ff-only`).
 
@@ -333,31 +374,6 @@ def _returncode_wt(repo: Repo, *args: str) -> int:
     proc = subprocess.run(["git", "--git-dir", str(repo.git_dir), "--work-tree", str(repo.top), *args],
                           capture_output=True, env={**os.environ, **_BASE_ENV}, cwd=repo.top, check=False)
     return proc.returncode
-
-
-SYNC_MARKER = "ledger-sync-pending"
-
-
-def ledger_sync_pending(repo: Repo) -> bool:
-    return (repo.git_dir / "reconciler" / SYNC_MARKER).exists()
-
-
-def mark_ledger_sync(repo: Repo, pending: bool) -> None:
-    """Set before moving a checked-out branch, cleared once its ledger files are written."""
-    marker = repo.state_dir / SYNC_MARKER
-    if pending:
-        marker.touch()
-    else:
-        marker.unlink(missing_ok=True)
-
-
-def repair_ledger_checkout(repo: Repo, ledger_dir: str) -> None:
-    """If a pass died between moving the branch and writing the ledger files, put them in step."""
-    if repo.top is None or not ledger_sync_pending(repo):
-        return
-    if _returncode_wt(repo, "diff", "--quiet", "HEAD", "--", ledger_dir) != 0:
-        repo.git("checkout", "HEAD", "--", ledger_dir, check=False)
-    mark_ledger_sync(repo, False)
 
 
 def read_path(repo: Repo, rev: str, path: str) -> bytes | None:
@@ -417,3 +433,33 @@ def linear_since(repo: Repo, older: str, newer: str) -> bool:
     """True when `older..newer` holds no merge commit (so a walk from `older` can simply be continued)."""
     out = repo.git("rev-list", "--count", "--merges", f"{older}..{newer}", check=False).decode().strip()
     return out == "0"
+
+
+# -- reading objects in bulk, and where they are written (ledger/objects.py writes them) ------------
+
+def read_objects(repo: Repo, specs: list[str]) -> dict[str, tuple[str, bytes, str]]:
+    """`git cat-file --batch` over object names (`<commit>:<path>`, `<commit>^{tree}`, ids): spec ->
+    (type, content, id) for those that exist."""
+    unique = list(dict.fromkeys(specs))
+    if not unique:
+        return {}
+    out = repo.git("cat-file", "--batch", input=("\n".join(unique) + "\n").encode())
+    found: dict[str, tuple[str, bytes, str]] = {}
+    pos = 0
+    for spec in unique:
+        end = out.index(b"\n", pos)
+        parts = out[pos:end].split()
+        pos = end + 1
+        if len(parts) < 3 or parts[-1] == b"missing" or parts[1] == b"ambiguous":
+            continue
+        size = int(parts[2])
+        found[spec] = (parts[1].decode(), out[pos:pos + size], parts[0].decode())
+        pos += size + 1
+    return found
+
+
+def object_store(repo: Repo) -> tuple[Path, str]:
+    """(objects folder, object format) of the repository (a linked worktree shares its main repo's)."""
+    lines = repo.git("rev-parse", "--git-path", "objects", "--show-object-format").decode().split()
+    path = Path(lines[0])
+    return (path if path.is_absolute() else (repo.top or repo.git_dir) / path), (lines[1] if len(lines) > 1 else "sha1")

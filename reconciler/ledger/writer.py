@@ -1,196 +1,511 @@
-"""Writing the ledger: status-only commits on the deployment branch, pushed when there is a remote.
+"""Writing the ledger: fenced, batched status commits on the deployment branch (SPEC 5, 9.1, 9.2).
 
-The remote's atomic ref update is the arbiter between reconcilers: a claim counts only once it
-is pushed, and a rejected push is answered by fetching, checking that the job is still ours to
-claim, and replaying our status-only change on top of the new tip. Nothing is ever force-pushed,
-and a human commit is never lost: we always build on top of what the remote has.
+One writer per pass owns the branch tip. Builds stage their records and logs here; a writer thread
+gathers everything staged into one commit and makes it durable with one compare-and-swap: a push
+without force when there is a remote (the remote's ref update is the arbiter between
+reconcilers), else moving the local branch from the tip it read. What a save needs to be durable
+before anything else happens (a claim, a takeover, a wave of started markers) is waited for;
+checkpoints are coalesced into at most one commit every `checkpoint_seconds`; final records are
+committed as soon as the writer is free.
+
+Every write of a build is fenced: it counts only while the record on the arbiter still has the
+build id, epoch and owner this writer last made durable (for a claim: no record at all, and the
+job file unchanged). A rejected compare-and-swap is answered by reading the new tip and checking
+each fence; a build whose fence fails is lost: its changes are dropped, never written over the
+winner's, and the engine stops it. Nothing is ever committed locally ahead of the arbiter, so there
+is nothing to replay after a reconnect. Human commits are never lost: we always build on top.
+
+The writer stamps each record's lease when it builds the commit; `lease_age` tells the engine how
+old the newest durable lease of a build is (self-fencing, SPEC 9.1 rule 3).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from reconciler import faults
-from reconciler.core.records import LedgerRecord
+from reconciler.core.records import LedgerRecord, Owner
 from reconciler.core.redact import Redactor
+from reconciler.core.timeutil import utcnow
 from reconciler.errors import UserError
 from reconciler.ledger import git
+from reconciler.ledger.checkout import Checkout
+from reconciler.ledger.objects import MODE_BLOB, MODE_TREE, ObjectsUnwritable, ObjectWriter, TreeEntry, parse_tree
 
-MAX_ATTEMPTS = 25
-
-
-class ClaimLost(Exception):
-    """The job is no longer ours to run: another reconciler claimed it, or its file changed."""
-
-
-def backoff(attempt: int) -> float:
-    """Bounded exponential backoff with full jitter (seconds)."""
-    return random.uniform(0, min(2.0, 0.05 * (2 ** min(attempt, 6))))
+Events = Callable[[str, dict[str, object]], None]
+MAX_REJECTIONS = 60  # compare-and-swaps lost in a row before the pass gives up (the branch keeps moving)
 
 
-class BranchStore:
+class BuildLost(Exception):
+    """The build's record on the arbiter is no longer ours: another owner took it over, or a human removed it."""
+
+
+class LedgerUnavailable(UserError):
+    """The ledger cannot be made durable now (remote unreachable, disk full, a stale lock): exit 2."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What the arbiter's record must still say for our next write of a build to count."""
+
+    build_id: str | None  # None: no record may exist (a claim)
+    epoch: int = 0
+    owner: Owner | None = None
+    job_path: str | None = None  # a claim: the job file must still be this blob
+    job_blob: str | None = None
+
+    def holds(self, found: dict[str, object] | None, job_blob: str | None) -> str | None:
+        """None when the fence holds against the record found; else why it does not."""
+        if self.build_id is None:
+            if found is not None:
+                return f"claimed meanwhile (build {found.get('build_id')})"
+            if self.job_path is not None and job_blob != self.job_blob:
+                return "its job file changed on the branch meanwhile; the next pass re-plans it"
+            return None
+        if found is None:
+            return "its ledger record was removed on the branch"
+        if found.get("build_id") != self.build_id:
+            return f"its record now belongs to build {found.get('build_id')}"
+        epoch = found.get("epoch", 1)
+        owner = found.get("owner")
+        mine = self.owner.model_dump(mode="json") if self.owner is not None else None
+        if epoch != self.epoch or owner != mine:
+            host = owner.get("host") if isinstance(owner, dict) else "?"
+            return f"build {self.build_id} was taken over (epoch {epoch}, owner on {host})"
+        return None
+
+
+@dataclass
+class _Build:
+    job: str
+    record: LedgerRecord
+    log: str
+    fence: Fence  # what the arbiter has now (or, before a claim is durable: what it must not have)
+    version: int = 0  # bumped at every stage
+    durable: int = -1  # the version the arbiter has
+    final: bool = False
+    renewed: float | None = None  # monotonic time the newest durable lease was computed
+    lost: str | None = None
+    kind: str = "save"  # claim | takeover | save (for messages)
+
+
+@dataclass
+class _Waiter:
+    builds: dict[str, int]  # build id -> version that must be durable
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class LedgerWriter:
     def __init__(self, repo: git.Repo, branch: str, tip: str, ledger_dir: str, author: tuple[str, str],
-                 redactor: Redactor, remote: str | None = None,
-                 events: Callable[[str, dict[str, object]], None] | None = None) -> None:
+                 redactor: Redactor, remote: str | None = None, events: Events | None = None,
+                 lease_seconds: float = 600, checkpoint_seconds: float = 2.0, checkout: Checkout | None = None) -> None:
         self.repo = repo
         self.branch = branch
         self.ref = f"refs/heads/{branch}"
-        self.tip = tip  # what we build on: the remote's lineage when there is a remote
-        self.local = git.resolve(repo, self.ref)
+        self.base = tip  # the arbiter's tip as we last knew it: every commit builds on it
         self.ledger_dir = ledger_dir
         self.author = author
         self.redactor = redactor
         self.remote = remote
         self.events = events or (lambda event, data: None)
-        self.checked_out = repo.top is not None and git.head_branch(repo) == branch
+        self.lease_seconds = lease_seconds
+        self.checkpoint_seconds = checkpoint_seconds
+        self.checkout = checkout
+        self.objects = ObjectWriter(*git.object_store(repo))
         self.commits = 0
-        self.unpushed = False
+        self.pushes = 0
+        self.rejections: list[float] = []  # monotonic times of recent lost compare-and-swaps
+        self._builds: dict[str, _Build] = {}
+        self._waiters: list[_Waiter] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._broken: str | None = None  # an environment error: nothing more can be written
+        self._unreachable: str | None = None  # the remote did not answer the last push
+        self._last_commit = 0.0
+        self._trees: tuple[dict[bytes, TreeEntry], dict[bytes, TreeEntry], dict[bytes, TreeEntry]] | None = None
+        self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
+        self._thread.start()
 
-    # -- paths -------------------------------------------------------------------------------------
-    def record_path(self, job: str) -> str:
-        return f"{self.ledger_dir}/{job}.json"
+    # -- what builds call --------------------------------------------------------------------------
+    def claim(self, items: list[tuple[LedgerRecord, str, str]]) -> dict[str, str | None]:
+        """Claim jobs together (record, log, job file path): one commit. Per build id: None if it is ours now,
+        else why not. Waits until the claims are durable; raises LedgerUnavailable when they cannot be."""
+        with self._cond:
+            for record, log, job_path in items:
+                self._builds[record.build_id] = _Build(record.job, record, log, Fence(None, job_path=job_path,
+                                                                                     job_blob=record.job_blob),
+                                                       kind="claim")
+        self._settle({record.build_id for record, _, _ in items})
+        with self._cond:
+            return {r.build_id: self._builds[r.build_id].lost for r, _, _ in items}
 
-    def _record_at(self, commit: str, job: str) -> dict[str, object] | None:
-        path = self.record_path(job)
-        found = git.tree_entries(self.repo, commit, [path])
-        if path not in found:
-            return None
+    def takeover(self, record: LedgerRecord, previous: LedgerRecord, log: str) -> str | None:
+        """Recover an interrupted build: the same build id with epoch + 1 and us as owner, valid only if the
+        arbiter still has the epoch and owner we read. None when it is ours now, else why not."""
+        fence = Fence(previous.build_id, previous.epoch, previous.owner)
+        with self._cond:
+            self._builds[record.build_id] = _Build(record.job, record, log, fence, kind="takeover")
+        self._settle({record.build_id})
+        with self._cond:
+            return self._builds[record.build_id].lost
+
+    def _settle(self, build_ids: set[str]) -> None:
+        """Wait for claims or takeovers; those not durable when the ledger fails are dropped, never written
+        later (the pass stops: LedgerUnavailable)."""
         try:
-            data = json.loads(git.read_blobs(self.repo, [found[path]])[found[path]])
-        except ValueError:
-            return {"build_id": None}
-        return data if isinstance(data, dict) else {"build_id": None}
+            self._wait(dict.fromkeys(build_ids, 0))
+        except LedgerUnavailable:
+            with self._cond:
+                for bid in build_ids:
+                    build = self._builds[bid]
+                    if build.durable < 0 and not build.lost:
+                        build.lost = f"job {build.job}: not claimed: {self._broken or self._unreachable}"
+            raise
 
-    # -- checks ------------------------------------------------------------------------------------
-    def _check(self, record: LedgerRecord, claim: bool, job_path: str | None) -> None:
-        theirs = self._record_at(self.tip, record.job)
-        if claim:
-            if theirs is not None:
-                raise ClaimLost(f"job {record.job} was claimed meanwhile (build {theirs.get('build_id')})")
-            if job_path is not None:
-                blob = git.tree_entries(self.repo, self.tip, [job_path]).get(job_path)
-                if blob != record.job_blob:
-                    raise ClaimLost(f"job {record.job} changed on the branch meanwhile; the next pass re-plans it")
-        elif theirs is None or theirs.get("build_id") != record.build_id:
-            raise ClaimLost(f"the record of job {record.job} no longer belongs to build {record.build_id}")
+    def save(self, record: LedgerRecord, log: str, *, durable: bool = False) -> None:
+        """Stage the build's record and log (a final record when its status is final). With `durable`, wait
+        until the arbiter has it. Raises BuildLost once the build is not ours, LedgerUnavailable when the
+        ledger cannot be written."""
+        with self._cond:
+            build = self._builds.get(record.build_id)
+            if build is None:
+                raise BuildLost(f"build {record.build_id} is not owned by this pass")
+            if build.lost:
+                raise BuildLost(f"job {build.job}: {build.lost}")
+            if self._broken:
+                raise LedgerUnavailable(self._broken)
+            build.record, build.log = record, log
+            build.version += 1
+            build.final = record.finished
+            version = build.version
+            self._cond.notify_all()
+        if durable:
+            self._wait({record.build_id: version})
+            with self._cond:
+                if build.lost:
+                    raise BuildLost(f"job {build.job}: {build.lost}")
 
-    # -- writing -----------------------------------------------------------------------------------
-    def save(self, record: LedgerRecord, log_text: str, message: str, *, claim: bool = False,
-             job_path: str | None = None) -> None:
-        """Commit the record and its log; with a remote, push. Claims raise ClaimLost when beaten."""
-        files = {
-            self.record_path(record.job): self.redactor(record.to_json()).encode("utf-8"),
-            record.log: self.redactor(log_text).encode("utf-8"),
-        }
-        body = f"{message}\n\n{git.TRAILER} {record.build_id}\n"
-        kind = "claim" if claim else "save"
-        for attempt in range(MAX_ATTEMPTS):
-            self._check(record, claim, job_path)
-            faults.point(f"{kind}.before-commit", record.job)
-            commit = git.commit_files(self.repo, parent=self.tip, files=files, message=body, author=self.author)
-            if self.remote is not None:
-                faults.point(f"{kind}.before-push", record.job)
-                try:
-                    pushed = git.push(self.repo, self.remote, commit, self.branch)
-                except git.RemoteUnreachable as exc:
-                    if claim:  # a claim that is not on the remote is no claim: do not deploy
-                        raise UserError(f"cannot claim {record.job}: {exc}") from None
-                    self.events("push.deferred", {"job": record.job, "reason": str(exc)[:200]})
-                    self.unpushed = True
-                    self._advance(commit)
-                    return
-                if not pushed:
-                    self.events("push.rejected", {"job": record.job, "attempt": attempt + 1})
-                    time.sleep(backoff(attempt))
-                    self._rebase_on_remote()
-                    continue
-                self.unpushed = False
-            elif not self._local_cas(commit, list(files)):
-                moved = git.resolve(self.repo, self.ref)
-                if moved is None:
-                    raise UserError(f"branch {self.branch} disappeared during the pass")
-                self.tip = moved
-                continue
-            self._advance(commit)
-            faults.point(f"{kind}.after-commit", record.job)
-            return
-        raise UserError(f"could not write the status of {record.job}: the branch keeps moving; try again")
+    def lost(self, build_id: str) -> str | None:
+        with self._cond:
+            build = self._builds.get(build_id)
+            return build.lost if build is not None else None
 
-    def _local_cas(self, commit: str, paths: list[str]) -> bool:
-        """Without a remote the local branch is the arbiter: compare-and-swap it, then sync our paths."""
-        if self.local != self.tip:
-            return False
-        if self.checked_out:
-            git.mark_ledger_sync(self.repo, True)
-        if not git.update_ref(self.repo, self.ref, commit, self.tip):
-            return False
-        if self.checked_out:  # a status-only commit: only the ledger paths we wrote differ
-            git.sync_worktree(self.repo, commit, paths)
-            git.mark_ledger_sync(self.repo, False)
+    def settled(self, build_id: str) -> bool:
+        """True once nothing of the build is left to write: its final record is durable, or it is lost."""
+        with self._cond:
+            build = self._builds.get(build_id)
+            return build is None or build.lost is not None
+
+    def lease_age(self, build_id: str) -> float:
+        """Seconds since the newest durable lease of the build was computed (infinite before any)."""
+        with self._cond:
+            build = self._builds.get(build_id)
+            if build is None or build.renewed is None:
+                return float("inf")
+            return time.monotonic() - build.renewed
+
+    @property
+    def problem(self) -> str | None:
+        """Why the ledger cannot be written now (an environment error, or the remote did not answer)."""
+        with self._cond:
+            return self._broken or self._unreachable
+
+    def flush(self, patience: float = 60.0) -> bool:
+        """Wait until everything staged is durable (or lost), retrying a remote that does not answer for up
+        to `patience` seconds. False when it could not be (see `problem`)."""
+        deadline = time.monotonic() + patience
+        while True:
+            with self._cond:
+                wanted = {bid: b.version for bid, b in self._builds.items() if not b.lost and b.durable < b.version}
+                if not wanted:
+                    return True
+                if self._broken:
+                    return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                self._wait(wanted, left)
+            except LedgerUnavailable:
+                if self._broken or time.monotonic() >= deadline:
+                    return False
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    # -- waiting -----------------------------------------------------------------------------------
+    def _wait(self, builds: dict[str, int], timeout: float | None = None) -> None:
+        waiter = _Waiter(builds)
+        with self._cond:
+            if self._satisfied(waiter):
+                return
+            self._waiters.append(waiter)
+            self._cond.notify_all()
+        if not waiter.done.wait(timeout):
+            with self._cond:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            raise LedgerUnavailable(self.problem or "the ledger writer did not answer in time")
+        with self._cond:
+            if self._broken or (self._unreachable and not self._satisfied(waiter)):
+                raise LedgerUnavailable(self._broken or self._unreachable or "")
+
+    def _satisfied(self, waiter: _Waiter) -> bool:
+        for bid, version in waiter.builds.items():
+            build = self._builds.get(bid)  # gone: its final record is durable
+            if build is not None and not build.lost and build.durable < version:
+                return False
         return True
 
-    def _advance(self, commit: str) -> None:
-        """Move our tip, and the local branch when it can follow without touching anyone's work."""
-        self.tip = commit
-        self.commits += 1
-        if self.remote is None:
-            self.local = commit
-            return
-        self.follow_local(commit)
+    def _wake_waiters(self, fail_all: bool = False) -> None:
+        for waiter in list(self._waiters):
+            if fail_all or self._satisfied(waiter):
+                self._waiters.remove(waiter)
+                waiter.done.set()
 
-    def follow_local(self, commit: str) -> None:
-        current = git.resolve(self.repo, self.ref)
-        if current == commit:
-            self.local = commit
-            return
-        if current is not None and not git.is_ancestor(self.repo, current, commit):
-            self.events("local.diverged", {"branch": self.branch})
-            return  # local commits not on the remote: leave the local branch to its owner
-        if self.checked_out and current is not None and not git.advance_worktree(self.repo, current, commit):
-            self.events("local.behind", {"branch": self.branch, "reason": "uncommitted changes in the way"})
-            return
-        if git.update_ref(self.repo, self.ref, commit, current or "0" * 40):
-            self.local = commit
-
-    def _rebase_on_remote(self) -> None:
-        assert self.remote is not None
-        remote_tip = git.fetch(self.repo, self.remote, self.branch)
-        if remote_tip is None:
-            raise UserError(f"branch {self.branch} is gone from remote {self.remote}")
-        self.carry_onto(remote_tip)
-
-    def carry_onto(self, new_base: str) -> None:
-        """Replay our unpushed status-only changes (if any) on top of `new_base`; human commits never move."""
-        base = git.merge_base(self.repo, self.tip, new_base)
-        if base is None:
-            raise UserError(f"branch {self.branch} has no history in common with the remote")
-        if base == self.tip:
-            self.tip = new_base
-            return
-        mine = [p for p in git.changed_paths(self.repo, base, self.tip) if p.startswith(self.ledger_dir + "/")]
-        if not mine:
-            self.tip = new_base
-            return
-        ours = git.tree_entries(self.repo, self.tip, mine)
-        blobs = git.read_blobs(self.repo, list(ours.values()))
-        files = {p: blobs[b] for p, b in ours.items()}
-        for path in [p for p in files if p.endswith(".json") and p.count("/") == 1]:
-            job = path.split("/", 1)[1][:-5]
-            theirs = self._record_at(new_base, job)
+    # -- the writer thread -------------------------------------------------------------------------
+    def _loop(self) -> None:
+        retry_at = 0.0
+        while True:
+            with self._cond:
+                batch = self._next_batch(retry_at)
+                while batch is None:
+                    if self._closing and (not self._dirty() or self._unreachable or self._broken):
+                        return
+                    self._cond.wait(timeout=0.05)
+                    batch = self._next_batch(retry_at)
+            if not batch:
+                continue
             try:
-                mine_build = json.loads(files[path]).get("build_id")
-            except ValueError:
-                mine_build = None
-            if theirs is not None and theirs.get("build_id") != mine_build:
-                files.pop(path)  # another reconciler owns this job's record on the remote: theirs stands
-                files.pop(f"{self.ledger_dir}/logs/{mine_build}.log", None)
-        if not files:
-            self.tip = new_base
-            return
-        commit = git.commit_files(self.repo, parent=new_base, files=files,
-                                  message=f"status: replay unpushed status records\n\n{git.TRAILER} replay\n",
-                                  author=self.author)
-        self.tip = commit
+                outcome = self._commit(batch)
+            except Exception as exc:  # a bug or an unforeseen environment error: stop writing, say why
+                outcome = "broken"
+                with self._cond:
+                    self._broken = self._broken or f"cannot write the ledger: {type(exc).__name__}: {exc}"
+            with self._cond:
+                if outcome == "unreachable":
+                    retry_at = time.monotonic() + 1.0 + random.random()
+                    self._wake_waiters(fail_all=bool(self._waiting_for_unpushed()))
+                elif outcome == "broken":
+                    self._wake_waiters(fail_all=True)
+                    if self._closing:
+                        return
+                else:
+                    retry_at = 0.0
+                    self._wake_waiters()
+                self._cond.notify_all()
+
+    def _dirty(self) -> bool:
+        return not self._broken and any(not b.lost and b.durable < b.version for b in self._builds.values())
+
+    def _waiting_for_unpushed(self) -> list[_Waiter]:
+        return [w for w in self._waiters if not self._satisfied(w)]
+
+    def _next_batch(self, retry_at: float) -> list[_Build] | None:
+        """The builds to write now, or None to keep waiting."""
+        if self._broken:
+            if self._waiters:
+                self._wake_waiters(fail_all=True)
+            return None
+        now = time.monotonic()
+        if now < retry_at and not (self._closing and self._unreachable is None):
+            return None
+        dirty = [b for b in self._builds.values() if not b.lost and b.durable < b.version]
+        renew = [b for b in self._builds.values() if not b.lost and not b.final and b.durable >= 0
+                 and b.durable == b.version and b.renewed is not None
+                 and now - b.renewed > self.lease_seconds / 4]
+        urgent = bool(self._waiting_for_unpushed()) or any(b.final for b in dirty)
+        due = now - self._last_commit >= self.checkpoint_seconds
+        if dirty and (urgent or due or self._closing):
+            return dirty + [b for b in renew if b not in dirty]
+        if renew:
+            return renew
+        return None
+
+    def _commit(self, batch: list[_Build]) -> str:
+        """Make the batch durable: 'ok', 'unreachable' (retry later) or 'broken' (environment error)."""
+        for _ in range(MAX_REJECTIONS):
+            with self._cond:
+                live = [b for b in batch if not b.lost]
+                snapshot = [(b, b.version, b.record, b.log) for b in live]
+            if not snapshot:
+                return "ok"
+            built = time.monotonic()
+            lease = utcnow() + timedelta(seconds=self.lease_seconds)
+            files: dict[str, bytes] = {}
+            stamped: dict[str, LedgerRecord] = {}
+            for _build, _, record, log in snapshot:
+                if not record.finished:
+                    record = record.model_copy(update={"lease_expires_at": lease})
+                stamped[record.build_id] = record
+                files[f"{self.ledger_dir}/{record.job}.json"] = self.redactor(record.to_json()).encode("utf-8")
+                files[record.log] = self.redactor(log).encode("utf-8")
+            point = "claim" if any(b.kind == "claim" for b, *_ in snapshot) else "save"  # failpoint names
+            try:
+                faults.point(f"{point}.before-commit", " ".join(b.job for b, *_ in snapshot))
+                commit = self._build_commit(files, [(b.kind, stamped[b.record.build_id]) for b, *_ in snapshot])
+            except (ObjectsUnwritable, git.GitError) as exc:
+                with self._cond:
+                    self._broken = str(exc)
+                return "broken"
+            result = self._compare_and_swap(commit, point)
+            if result == "ok":
+                self._advance(commit, list(files))
+                with self._cond:
+                    self._unreachable = None
+                    for build, version, _, _ in snapshot:
+                        record = stamped[build.record.build_id]
+                        build.durable = max(build.durable, version)
+                        build.fence = Fence(record.build_id, record.epoch, record.owner)
+                        build.renewed = None if record.finished else built
+                        build.kind = "save"
+                    self._last_commit = time.monotonic()
+                    for build, _, record, _ in snapshot:  # a durable final record is never written again
+                        if record.finished and build.durable >= build.version:
+                            self._builds.pop(record.build_id, None)
+                faults.point(f"{point}.after-commit", " ".join(b.job for b, *_ in snapshot))
+                return "ok"
+            if result in ("unreachable", "broken"):
+                return result
+            # rejected: someone else moved the branch. Read it, keep what is still ours, try again on top.
+            self.rejections = [t for t in self.rejections if time.monotonic() - t < 60] + [time.monotonic()]
+            self.events("push.rejected", {"attempt": len(self.rejections), "jobs": [b.job for b, *_ in snapshot]})
+            time.sleep(random.uniform(0, min(2.0, 0.02 * 2 ** min(len(self.rejections), 7))))
+            if not self._rebase():
+                return "unreachable" if self._unreachable else "broken"
+        with self._cond:
+            self._broken = (f"could not write the ledger: the branch {self.branch} moved under {MAX_REJECTIONS} "
+                            "attempts in a row; reconcile again")
+        return "broken"
+
+    # -- commits -----------------------------------------------------------------------------------
+    def _load_trees(self) -> tuple[dict[bytes, TreeEntry], dict[bytes, TreeEntry], dict[bytes, TreeEntry]]:
+        if self._trees is None:
+            specs = [f"{self.base}^{{tree}}", f"{self.base}:{self.ledger_dir}", f"{self.base}:{self.ledger_dir}/logs"]
+            found = git.read_objects(self.repo, specs)
+            width = self.objects.width
+            trees = [parse_tree(found[s][1], width) if found.get(s) and found[s][0] == "tree" else {} for s in specs]
+            self._trees = (trees[0], trees[1], trees[2])
+        return self._trees
+
+    def _build_commit(self, files: dict[str, bytes], records: list[tuple[str, LedgerRecord]]) -> str:
+        root, ledger, logs = (dict(t) for t in self._load_trees())
+        prefix, logs_prefix = self.ledger_dir + "/", self.ledger_dir + "/logs/"
+        for path, data in files.items():
+            oid = self.objects.blob(data)
+            if path.startswith(logs_prefix):
+                name = path[len(logs_prefix):].encode()
+                logs[name] = TreeEntry(MODE_BLOB, name, oid)
+            else:
+                name = path[len(prefix):].encode()
+                ledger[name] = TreeEntry(MODE_BLOB, name, oid)
+        ledger[b"logs"] = TreeEntry(MODE_TREE, b"logs", self.objects.tree(logs.values()))
+        root[self.ledger_dir.encode()] = TreeEntry(MODE_TREE, self.ledger_dir.encode(),
+                                                   self.objects.tree(ledger.values()))
+        commit = self.objects.commit(self.objects.tree(root.values()), self.base, _message(records),
+                                     self.author, int(time.time()))
+        self._pending_trees = (root, ledger, logs)
+        return commit
+
+    def _compare_and_swap(self, commit: str, point: str) -> str:
+        """'ok', 'rejected' (someone moved the branch first), 'unreachable' or 'broken'."""
+        if self.remote is None:
+            if git.update_ref(self.repo, self.ref, commit, self.base):
+                return "ok"
+            return "rejected"
+        faults.point(f"{point}.before-push")
+        try:
+            pushed = git.push(self.repo, self.remote, commit, self.branch)
+        except git.RemoteLocked as exc:
+            with self._cond:
+                self._broken = str(exc)
+            return "broken"
+        except git.RemoteUnreachable as exc:
+            with self._cond:
+                self._unreachable = str(exc)
+            self.events("push.unreachable", {"remote": self.remote, "reason": str(exc)[:300]})
+            return "unreachable"
+        self.pushes += 1
+        return "ok" if pushed else "rejected"
+
+    def _advance(self, commit: str, paths: list[str]) -> None:
+        self.base = commit
+        self.commits += 1
+        self._trees = self._pending_trees
+        if self.checkout is not None:
+            self.checkout.follow(commit, paths)
+
+    def _rebase(self) -> bool:
+        """Read the arbiter's tip and check every fence against it; lost builds are dropped."""
+        try:
+            tip = git.fetch(self.repo, self.remote, self.branch) if self.remote else git.resolve(self.repo, self.ref)
+        except git.RemoteUnreachable as exc:
+            with self._cond:
+                self._unreachable = str(exc)
+            return False
+        if tip is None:
+            with self._cond:
+                self._broken = f"branch {self.branch} disappeared during the pass"
+            return False
+        with self._cond:
+            builds = [b for b in self._builds.values() if not b.lost]
+        records = self._records_at(tip, builds)
+        with self._cond:
+            for build in builds:
+                found, job_blob = records[build.record.build_id]
+                reason = build.fence.holds(found, job_blob)
+                if reason is not None:
+                    build.lost = f"job {build.job}: {reason}"
+                    self.events("job.lost", {"job": build.job, "build_id": build.record.build_id, "reason": reason})
+            self.base = tip
+            self._trees = None
+            self._wake_waiters()
+        return True
+
+    def _records_at(self, tip: str, builds: list[_Build]) -> dict[str, tuple[dict[str, object] | None, str | None]]:
+        specs = []
+        for build in builds:
+            specs.append(f"{tip}:{self.ledger_dir}/{build.job}.json")
+            if build.fence.job_path:
+                specs.append(f"{tip}:{build.fence.job_path}")
+        found = git.read_objects(self.repo, specs)
+        out: dict[str, tuple[dict[str, object] | None, str | None]] = {}
+        for build in builds:
+            raw = found.get(f"{tip}:{self.ledger_dir}/{build.job}.json")
+            data: dict[str, object] | None = None
+            if raw is not None:
+                try:
+                    parsed = json.loads(raw[1])
+                    data = parsed if isinstance(parsed, dict) else {"build_id": None}
+                except ValueError:
+                    data = {"build_id": None}
+            job = found.get(f"{tip}:{build.fence.job_path}") if build.fence.job_path else None
+            out[build.record.build_id] = (data, job[2] if job is not None else None)
+        return out
+
+
+def _message(records: list[tuple[str, LedgerRecord]]) -> str:
+    """`status: ...` plus one Reconciler-Build trailer per build in the commit."""
+    parts = []
+    for kind, record in records[:5]:
+        if kind == "claim":
+            parts.append(f"claim {record.job}")
+        elif kind == "takeover":
+            parts.append(f"take over {record.job} (epoch {record.epoch})")
+        elif record.finished:
+            parts.append(f"{record.job} {record.status}")
+        else:
+            parts.append(f"{record.job} {record.status.lower()}")
+    more = f" (+{len(records) - 5} more)" if len(records) > 5 else ""
+    trailers = "".join(f"{git.TRAILER} {record.build_id}\n" for _, record in records)
+    return f"status: {', '.join(parts)}{more}\n\n{trailers}"

@@ -1,17 +1,21 @@
-"""Executing one claimed job: render, apply the failure policy, call drivers, checkpoint results.
+"""Executing one claimed build: render, apply the failure policy, hand users to the executor, save results.
 
-The engine is the only caller of drivers. Everything it writes (log lines, reasons, errors)
-goes through the redactor first.
+The engine is the only caller of drivers (through an executor). Everything it writes (log lines,
+reasons, errors) goes through the redactor first. Every save goes through the ledger writer,
+which fences it (SPEC 9.1): once the build is not ours any more, the next save raises BuildLost
+and the engine starts no further user. Before a user whose deployment cannot be absorbed twice
+is started, its `started` marker is made durable (with the users that start with it); an owner
+whose newest durable lease is older than half the lease starts nobody until it has renewed it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
-import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,8 +28,11 @@ from reconciler.core.redact import Redactor
 from reconciler.core.timeutil import iso, utcnow
 from reconciler.core.validate import Desired
 from reconciler.drivers.base import DeployRequest, Driver, DriverContext, Outcome
+from reconciler.ledger.writer import BuildLost, LedgerUnavailable
+from reconciler.run.executors import Executor, UserTask
 
-CHECKPOINT_SECONDS = 2.0
+INTERRUPTED_RUNNING = "interrupted while running; it may have been applied (on_interrupt: fail)"
+INTERRUPTED_NOT_STARTED = "interrupted before it started (on_interrupt: fail)"
 
 
 class BuildLog:
@@ -51,8 +58,14 @@ class BuildLog:
             return "\n".join(self._lines) + ("\n" if self._lines else "")
 
 
-class RecordStore(Protocol):
-    def save(self, record: LedgerRecord, log_text: str, message: str) -> None: ...
+class RecordSink(Protocol):
+    """Where a build's saves go: the ledger writer (`reconciler.ledger.writer.LedgerWriter`)."""
+
+    def save(self, record: LedgerRecord, log: str, *, durable: bool = False) -> None: ...
+
+    def lost(self, build_id: str) -> str | None: ...
+
+    def lease_age(self, build_id: str) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -62,12 +75,14 @@ class RunContext:
     repo_root: Path
     env: dict[str, str]
     redactor: Redactor
-    store: RecordStore
+    sink: RecordSink
+    executor: Executor
     concurrency: int = 4
-    lease_seconds: int = 600
+    lease_seconds: float = 600
     stop: threading.Event = field(default_factory=threading.Event)
     on_user: Callable[[str, str, str], None] | None = None  # (job, user, status) for progress
     work_root: Path | None = None  # drivers' private scratch space, under .git/reconciler/
+    fenced_executor: bool = False  # the executor guarantees at most once per user by a fence of its own
 
 
 @dataclass
@@ -83,17 +98,15 @@ class Claimed:
 
 
 class Interrupted(Exception):
+    """A stop was requested: users in flight finished and were saved; the build stays WORKING."""
+
     def __init__(self, record: LedgerRecord) -> None:
         super().__init__("interrupted")
         self.record = record
 
 
-def deploy_request(job: Job, build_id: str, block: Block, server: Server, definition: Definition,
-                   prepared: Prepared, log: BuildLog) -> DeployRequest:
-    return DeployRequest(job=job.name, build_id=build_id, action=block.action, server=server,
-                         definition=definition, user=server.user(prepared.user), assets=prepared.assets,
-                         content_digest=prepared.content_digest, parameters=prepared.parameters,
-                         public_parameters=prepared.public_parameters, tokens=prepared.tokens, log=log)
+class Stopped(Exception):
+    """The build cannot go on here (lease not renewable, ledger unwritable): it stays WORKING, recoverable."""
 
 
 def block_record(block: Block, server: Server, definition: Definition,
@@ -104,29 +117,44 @@ def block_record(block: Block, server: Server, definition: Definition,
                        users=users)
 
 
-class JobRunner:
-    """Runs one job to its final record, checkpointing through the store."""
+def deploy_request(job: Job, build_id: str, block: Block, server: Server, definition: Definition,
+                   prepared: Prepared, log: BuildLog) -> DeployRequest:
+    return DeployRequest(job=job.name, build_id=build_id, action=block.action, server=server,
+                         definition=definition, user=server.user(prepared.user), assets=prepared.assets,
+                         content_digest=prepared.content_digest, parameters=prepared.parameters,
+                         public_parameters=prepared.public_parameters, tokens=prepared.tokens, log=log)
 
-    def __init__(self, ctx: RunContext, claimed: Claimed, job: Job, record: LedgerRecord, log: BuildLog) -> None:
+
+class JobRunner:
+    """Runs one build to its final record, saving through the ledger writer."""
+
+    def __init__(self, ctx: RunContext, claimed: Claimed, job: Job, record: LedgerRecord, log: BuildLog,
+                 recovering: bool = False) -> None:
         self.ctx = ctx
         self.claimed = claimed
         self.job = job
         self.record = record
         self.log = log
+        self.recovering = recovering
         self.lock = threading.Lock()
         self.blocks: list[BlockRecord] = list(record.blocks)
-        # live per-block results, turned into frozen BlockRecords at each checkpoint (O(1) per user)
+        # live per-block results and started markers (O(1) per user), frozen into the record at each save
         self.results: list[dict[str, UserResult]] = [dict(b.users) for b in record.blocks]
-        self.last_checkpoint = time.monotonic()
+        self.started: list[list[str]] = [list(b.started) for b in record.blocks]
+        self._local: dict[tuple[int, str], tuple[Driver, DeployRequest]] = {}
+        self._inbox: queue.Queue[tuple[UserTask, Outcome]] = queue.Queue()  # outcomes, from executor threads
+        self._waiting: set[tuple[int, str]] = set()  # (block, user) still running for a previous owner
 
-    def checkpoint(self, message: str, **changes: Any) -> None:
-        changes.setdefault("lease_expires_at", utcnow() + timedelta(seconds=self.ctx.lease_seconds))
+    # -- saving ------------------------------------------------------------------------------------
+    def _snapshot(self, **changes: Any) -> LedgerRecord:
         with self.lock:
-            blocks = [b.model_copy(update={"users": dict(users)}) for b, users in zip(self.blocks, self.results,
-                                                                                      strict=True)]
+            blocks = [b.model_copy(update={"users": dict(users), "started": list(started)})
+                      for b, users, started in zip(self.blocks, self.results, self.started, strict=True)]
         self.record = self.record.with_blocks(blocks, **changes)
-        self.ctx.store.save(self.record, self.log.text(), message)
-        self.last_checkpoint = time.monotonic()
+        return self.record
+
+    def save(self, durable: bool = False, **changes: Any) -> None:
+        self.ctx.sink.save(self._snapshot(**changes), self.log.text(), durable=durable)
 
     def _set(self, index: int, uid: str, status: str, reason: str) -> None:
         result = UserResult(status=status, reason=self.ctx.redactor(reason))  # type: ignore[arg-type]
@@ -135,12 +163,12 @@ class JobRunner:
         if self.ctx.on_user is not None:
             self.ctx.on_user(self.job.name, uid, status)
 
+    # -- the build ---------------------------------------------------------------------------------
     def run(self) -> LedgerRecord:
         desired = self.claimed.desired
-        if self.record.status != "WORKING":
+        if self.record.status == "IN-PROGRESS":
             self.log(f"build {self.record.build_id} of job {self.job.name} started")
-            self.checkpoint(f"status: {self.job.name} WORKING", status="WORKING",
-                            started_at=self.record.started_at or utcnow())
+            self.save(status="WORKING", started_at=self.record.started_at or utcnow())
         aborted = False
         for block in self.job.blocks:
             server = desired.servers[block.server]
@@ -148,6 +176,7 @@ class JobRunner:
             if len(self.blocks) <= block.index:
                 self.blocks.append(block_record(block, server, definition, {}))
                 self.results.append({})
+                self.started.append([])
             done = self.results[block.index]
             todo = [u for u in recipients(block, server) if u not in done]
             if aborted:
@@ -163,16 +192,41 @@ class JobRunner:
             self.results[block.index] = {u: users[u] for u in order if u in users}
         final = outcome([b.model_copy(update={"users": r}) for b, r in zip(self.blocks, self.results, strict=True)])
         self.log(f"build {self.record.build_id} finished: {final}")
-        self.checkpoint(f"status: {self.job.name} {final}", status=final, finished_at=utcnow(),
-                        lease_expires_at=None)
+        self.save(status=final, finished_at=utcnow(), lease_expires_at=None)
+        return self.record
+
+    def interrupt_as_failed(self) -> LedgerRecord:
+        """on_interrupt: fail — started users without a result FAILED (they may have run), the rest NOT_RUN."""
+        desired = self.claimed.desired
+        for block in self.job.blocks:
+            server = desired.servers[block.server]
+            if len(self.blocks) <= block.index:
+                self.blocks.append(block_record(block, server, desired.definitions[block.definition], {}))
+                self.results.append({})
+                self.started.append([])
+            began = set(self.started[block.index])
+            for uid in recipients(block, server):
+                if uid not in self.results[block.index]:
+                    if uid in began:
+                        self._set(block.index, uid, "FAILED", INTERRUPTED_RUNNING)
+                    else:
+                        self._set(block.index, uid, "NOT_RUN", INTERRUPTED_NOT_STARTED)
+        self.log(f"build {self.record.build_id} was interrupted; on_interrupt is fail")
+        self.save(status="FAILURE", error="interrupted", finished_at=utcnow(), lease_expires_at=None)
         return self.record
 
     def _run_block(self, block: Block, server: Server, definition: Definition, todo: list[str]) -> bool:
         """Run one block; returns True when the job is aborted from here on."""
         content = self.claimed.content.of(definition)
-        prepared = [_secrets_as_broken(prepare_user(block, definition, uid, content, self.ctx.env,
-                                                    self.ctx.redactor.add)) for uid in todo]
-        verdict = policy.triage(prepared, self.job.on_failure)
+        prepared = [prepare_user(block, definition, uid, content, self.ctx.env, self.ctx.redactor.add) for uid in todo]
+        ready = []
+        for p in prepared:  # checked before the claim (SPEC 9.1 rule 10); only an executor elsewhere can lack one
+            if p.missing_secrets:
+                self._set(block.index, p.user, "FAILED", f"secret {', '.join(p.missing_secrets)} is not set in the "
+                          "environment that runs this deployment")
+            else:
+                ready.append(p)
+        verdict = policy.triage(ready, self.job.on_failure)
         for uid, (status, reason) in verdict.settled.items():
             self.log(f"{uid}: {status}, {reason}" if status == "FAILED" else f"{uid}: {reason}")
             self._set(block.index, uid, status, reason)
@@ -180,90 +234,156 @@ class JobRunner:
             self.log(warning)
         if verdict.aborted:
             return True
-        queue = verdict.deploy
         context = DriverContext(self.ctx.repo_root, None, self.ctx.env, work_root=self.ctx.work_root,
                                 add_secret=self.ctx.redactor.add)
         driver = drivers.create(server.driver_type, server.driver, context)
-        if not driver.idempotent_apply:
-            queue = self._fail_interrupted_starts(block, server, queue)
-            if self.job.on_failure == "abort" and any(r.status == "FAILED" for r in self.results[block.index].values()):
-                for p in queue:
-                    self._set(block.index, p.user, "NOT_RUN", policy.ABORTED_FAILURE)
-                return True
-        return self._deploy(block, server, definition, driver, queue)
+        markers = not driver.idempotent_apply or self.record.on_interrupt == "fail"
+        queue_ = self._recover_started(block, server, driver, verdict.deploy)
+        if self.job.on_failure == "abort" and any(r.status == "FAILED" for r in self.results[block.index].values()):
+            for p in queue_:
+                self._set(block.index, p.user, "NOT_RUN", policy.ABORTED_FAILURE)
+            return True
+        for p in queue_:
+            self._local[(block.index, p.user)] = (driver, deploy_request(
+                self.job, self.record.build_id, block, server, definition, p, self.log))
+        return self._dispatch(block, server, driver, queue_, markers)
 
-    def _fail_interrupted_starts(self, block: Block, server: Server, queue: list[Prepared]) -> list[Prepared]:
-        """Users whose non-idempotent deployment began before a crash are FAILED, never run twice."""
-        started = set(self.blocks[block.index].started)
-        rest = []
-        for p in queue:
-            if p.user in started:
+    def _task(self, block: Block, server: Server, driver: Driver, uid: str) -> UserTask:
+        return UserTask(job=self.job.name, build_id=self.record.build_id, epoch=self.record.epoch,
+                        block=block.index, user=uid, desired_commit=self.record.desired_commit, server=server.name,
+                        driver_type=server.driver_type, action=block.action, idempotent=driver.idempotent_apply)
+
+    def _recover_started(self, block: Block, server: Server, driver: Driver, deploy: list[Prepared]) -> list[Prepared]:
+        """Users a previous owner had started but not finished: ask the executor what it knows; an unknown
+        one that cannot be absorbed twice (or under on_interrupt: fail) is FAILED, never run again."""
+        began = [u for u in self.started[block.index] if u not in self.results[block.index]]
+        if not began:
+            return deploy
+        tasks = {u: self._task(block, server, driver, u) for u in began}
+        known = self.ctx.executor.resume(list(tasks.values()), self._on_done)
+        handled: set[str] = set()
+        for uid, task in tasks.items():
+            answer = known.get(task.key)
+            if isinstance(answer, Outcome):
+                self._finish_user(block, next((p for p in deploy if p.user == uid), None), uid, answer)
+                handled.add(uid)
+            elif answer == "running":
+                self._waiting.add((block.index, uid))
+                handled.add(uid)
+            elif not self.ctx.fenced_executor:
                 status, reason = policy.interrupted_started(server.driver_type)
-                self.log(f"{p.user}: {status}, {reason}")
-                self._set(block.index, p.user, status, reason)
-            else:
-                rest.append(p)
-        return rest
+                if self.record.on_interrupt == "fail":
+                    status, reason = "FAILED", INTERRUPTED_RUNNING
+                self.log(f"{uid}: {status}, {reason}")
+                self._set(block.index, uid, status, reason)
+                handled.add(uid)
+        return [p for p in deploy if p.user not in handled]
 
-    def _mark_started(self, index: int, uid: str) -> None:
-        with self.lock:
-            block = self.blocks[index]
-            self.blocks[index] = block.model_copy(update={"started": [*block.started, uid]})
-        self.checkpoint(f"status: {self.job.name} {uid} starting")
+    def _on_done(self, task: UserTask, result: Outcome) -> None:
+        self._inbox.put((task, result))
 
-    def _deploy(self, block: Block, server: Server, definition: Definition, driver: Driver,
-                queue: list[Prepared]) -> bool:
+    def _finish_user(self, block: Block, prepared: Prepared | None, uid: str, result: Outcome) -> str:
+        reason = self.ctx.redactor(result.reason)
+        status, reason = policy.after_deploy(prepared, result.status, reason) if prepared else (result.status, reason)
+        self.log(f"{uid}: {result.status}" + (f", {reason}" if reason else ""))
+        self._set(block.index, uid, status, reason)
+        return status
+
+    # -- dispatch ----------------------------------------------------------------------------------
+    def _dispatch(self, block: Block, server: Server, driver: Driver, deploy: list[Prepared], markers: bool) -> bool:
+        """Start users in waves (bounded by `concurrency`), collect their outcomes, save as they come."""
+        index = block.index
+        items = deque(deploy)
+        by_user = {p.user: p for p in deploy}
+        in_flight: set[str] = {uid for (i, uid) in self._waiting if i == index}
         aborted = False
-        pending: dict[Future[Outcome], Prepared] = {}
-        items = iter(queue)
-        with ThreadPoolExecutor(max_workers=max(1, self.ctx.concurrency)) as pool:
+        stopped: str | None = None
+        while True:
+            if items and not aborted and stopped is None and not self.ctx.stop.is_set():
+                stopped = self._may_start()
+                free = self.ctx.concurrency - len(in_flight)
+                if stopped is None and free > 0:
+                    wave = [items.popleft() for _ in range(min(free, len(items)))]
+                    stopped = self._start(block, server, driver, wave, markers)
+                    if stopped is not None:
+                        items.extendleft(reversed(wave))
+                    else:
+                        in_flight.update(p.user for p in wave)
+            if not in_flight:
+                break
+            try:
+                got = [self._inbox.get(timeout=0.5)]
+            except queue.Empty:
+                got = []
             while True:
-                while not aborted and not self.ctx.stop.is_set() and len(pending) < self.ctx.concurrency:
-                    item = next(items, None)
-                    if item is None:
-                        break
-                    if not driver.idempotent_apply:  # committed (and pushed) before the call begins
-                        self._mark_started(block.index, item.user)
-                    request = deploy_request(self.job, self.record.build_id, block, server, definition, item,
-                                             self.log)
-                    pending[pool.submit(self._call, driver, request)] = item
-                if not pending:
+                try:
+                    got.append(self._inbox.get_nowait())
+                except queue.Empty:
                     break
-                finished, _ = wait(pending, timeout=CHECKPOINT_SECONDS, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    item = pending.pop(future)
-                    result = future.result()
-                    status, reason = policy.after_deploy(item, result.status, result.reason)
-                    self._set(block.index, item.user, status, reason)
-                    if policy.stops_job(status, self.job.on_failure):
-                        aborted = True
-                since = time.monotonic() - self.last_checkpoint
-                # checkpoint new results often, and renew the lease even while one long user runs
-                if (finished and since >= CHECKPOINT_SECONDS) or since >= self.ctx.lease_seconds / 3:
-                    self.checkpoint(f"status: {self.job.name} checkpoint")
-        rest = [p.user for p in queue if p.user not in self.results[block.index]]
+            for task, result in got:
+                if task.build_id != self.record.build_id or task.block != index or task.user not in in_flight:
+                    continue
+                in_flight.discard(task.user)
+                status = self._finish_user(block, by_user.get(task.user), task.user, result)
+                if policy.stops_job(status, self.job.on_failure):
+                    aborted = True
+            if got:
+                self._save_checkpoint()
+        rest = [p.user for p in items]
+        if stopped is not None:
+            raise Stopped(stopped)
         if self.ctx.stop.is_set() and not aborted and rest:
-            self.checkpoint(f"status: {self.job.name} interrupted")
+            self.save()
             raise Interrupted(self.record)
         for uid in rest:
-            self._set(block.index, uid, "NOT_RUN", policy.ABORTED_FAILURE)
+            self._set(index, uid, "NOT_RUN", policy.ABORTED_FAILURE)
         return aborted
 
-    def _call(self, driver: Driver, request: DeployRequest) -> Outcome:
+    def _save_checkpoint(self) -> None:
+        lost = self.ctx.sink.lost(self.record.build_id)
+        if lost is None:
+            self.save()
+
+    def _may_start(self) -> str | None:
+        """None when a new user may start now; else why not (the build is lost, or its lease is too old
+        and cannot be renewed: SPEC 9.1 rule 3, self-fencing)."""
+        lost = self.ctx.sink.lost(self.record.build_id)
+        if lost is not None:
+            return lost
+        if self.ctx.sink.lease_age(self.record.build_id) > self.ctx.lease_seconds / 2:
+            try:
+                self.save(durable=True)  # renew now: the writer stamps a fresh lease on the record
+            except (BuildLost, LedgerUnavailable) as exc:  # either way, nobody new starts here
+                return f"the lease of build {self.record.build_id} could not be renewed ({exc}); stopping"
+        return None
+
+    def _start(self, block: Block, server: Server, driver: Driver, wave: list[Prepared], markers: bool) -> str | None:
+        """Hand a wave of users to the executor; their started markers first, durably, when needed."""
+        index = block.index
+        if markers:
+            with self.lock:
+                before = list(self.started[index])
+                self.started[index].extend(p.user for p in wave)
+            try:
+                self.save(durable=True)
+            except (BuildLost, LedgerUnavailable) as exc:  # not durable: these users are not started (rule 4)
+                with self.lock:
+                    self.started[index] = before
+                if self.ctx.sink.lost(self.record.build_id) is None:
+                    with contextlib.suppress(BuildLost, LedgerUnavailable):  # it stops anyway
+                        self.save()
+                return f"started markers of {len(wave)} user(s) could not be made durable ({exc}); stopping"
+        for p in wave:
+            self.ctx.executor.submit(self._task(block, server, driver, p.user), self._on_done)
+        return None
+
+    def run_local(self, task: UserTask) -> Outcome:
+        """The in-process executor's call: the prepared request, the driver, the failpoints."""
+        driver, request = self._local.pop((task.block, task.user))
         faults.point("user.before-apply", f"{request.job} {request.user.id}")
         try:
             result = driver.run(request)
         except Exception as exc:  # a driver bug or target error fails this user, never the pass
             result = Outcome("FAILED", f"driver error: {type(exc).__name__}: {exc}")
         faults.point("user.after-apply", f"{request.job} {request.user.id} {result.status}")
-        reason = self.ctx.redactor(result.reason)
-        self.log(f"{request.user.id}: {result.status}" + (f", {reason}" if reason else ""))
-        return Outcome(result.status, reason)
-
-
-def _secrets_as_broken(prepared: Prepared) -> Prepared:
-    """Until secrets are checked before a claim: a secret that is not set breaks that user's assets."""
-    if not prepared.missing_secrets:
-        return prepared
-    missing = tuple(f"secret {name} is not set in the reconciler's environment" for name in prepared.missing_secrets)
-    return replace(prepared, broken=missing + prepared.broken)
+        return result
