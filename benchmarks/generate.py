@@ -190,7 +190,7 @@ class FastImport:
 
 
 def generate(root: Path, *, jobs: int = 1000, executed: float = 0.9, definitions: int = 20, servers: int = 10,
-             users: int = 100, batch: int = 10, seed: int = 7, deploy_users: int = 0) -> Path:
+             users: int = 100, batch: int = 10, seed: int = 7, deploy_users: int = 0, runnable: bool = False) -> Path:
     """Write a deployment repo at `root` (created; must not exist) and check out `main`."""
     rng = random.Random(seed)
     root.mkdir(parents=True)
@@ -224,7 +224,7 @@ def generate(root: Path, *, jobs: int = 1000, executed: float = 0.9, definitions
         when += timedelta(hours=1)
         added: dict[str, tuple[bytes, dict[str, Any]]] = {}
         for index in range(start, min(jobs, start + batch)):
-            kind = "run" if index < n_executed else ("suspended" if index % 2 else "scheduled")
+            kind = "run" if index < n_executed or runnable else ("suspended" if index % 2 else "scheduled")
             text, data = job_doc(rng, index, repo, kind)
             added[f"job-{index:05d}"] = (text.encode(), data)
         mark = stream.commit(HUMAN, when, f"Add jobs {start} to {start + len(added) - 1}",
@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="folder to create")
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--executed", type=float, default=0.9, help="fraction of jobs with a ledger record")
+    parser.add_argument("--runnable", action="store_true",
+                        help="jobs without a record are due (else half suspended, half scheduled)")
     parser.add_argument("--definitions", type=int, default=20)
     parser.add_argument("--servers", type=int, default=10)
     parser.add_argument("--users", type=int, default=100, help="users per server")
@@ -267,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.out} exists; choose a new folder", file=sys.stderr)
         return 2
     generate(args.out, jobs=args.jobs, executed=args.executed, definitions=args.definitions, servers=args.servers,
-             users=args.users, batch=args.batch, seed=args.seed, deploy_users=args.deploy_users)
+             users=args.users, batch=args.batch, seed=args.seed, deploy_users=args.deploy_users,
+             runnable=args.runnable)
     print(f"wrote {args.out}")
     return 0
 

@@ -35,12 +35,13 @@ class Checkout:
         self.journal = repo.state_dir / JOURNAL
 
     # -- moves -------------------------------------------------------------------------------------
-    def follow(self, commit: str, paths: list[str]) -> None:
+    def follow(self, commit: str, paths: list[str], current: str | None = None) -> None:
         """After a status commit: bring the local branch (and checkout) to `commit`.
 
-        Without a remote the branch already points at `commit` (it was the compare-and-swap); then
-        only the ledger `paths` written are synced. With a remote the local branch fast-forwards."""
-        current = git.resolve(self.repo, self.ref)
+        Without a remote the branch already points at `commit` (it was the compare-and-swap: pass
+        `current=commit`); then only the ledger `paths` written are synced. With a remote the local
+        branch fast-forwards."""
+        current = current or git.resolve(self.repo, self.ref)
         if current == commit:
             if self.checked_out and paths:
                 self._write({"from": None, "to": commit, "paths": paths})

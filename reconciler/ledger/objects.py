@@ -9,11 +9,12 @@ Reading trees goes through one `git cat-file --batch` (see `git.read_objects`).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
-import tempfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -58,7 +59,35 @@ def _sort_key(entry: TreeEntry) -> bytes:
 
 
 def tree_bytes(entries: Iterable[TreeEntry]) -> bytes:
-    return b"".join(e.mode + b" " + e.name + b"\0" + e.oid for e in sorted(entries, key=_sort_key))
+    return b"".join(_chunk(e) for e in sorted(entries, key=_sort_key))
+
+
+def _chunk(entry: TreeEntry) -> bytes:
+    return entry.mode + b" " + entry.name + b"\0" + entry.oid
+
+
+class TreeIndex:
+    """A tree's entries kept in git's order, so that setting one entry of a 10,000-entry tree and writing it
+    again costs a binary search and a join, not a sort."""
+
+    def __init__(self, entries: dict[bytes, TreeEntry]) -> None:
+        ordered = sorted(entries.values(), key=_sort_key)
+        self._keys = [_sort_key(e) for e in ordered]
+        self._chunks = [_chunk(e) for e in ordered]
+        self.names = {e.name for e in ordered}
+
+    def set(self, entry: TreeEntry) -> None:
+        key = _sort_key(entry)
+        at = bisect.bisect_left(self._keys, key)
+        if at < len(self._keys) and self._keys[at] == key:
+            self._chunks[at] = _chunk(entry)
+        else:
+            self._keys.insert(at, key)
+            self._chunks.insert(at, _chunk(entry))
+            self.names.add(entry.name)
+
+    def data(self) -> bytes:
+        return b"".join(self._chunks)
 
 
 class ObjectWriter:
@@ -69,6 +98,8 @@ class ObjectWriter:
         self.algorithm = "sha256" if object_format == "sha256" else "sha1"
         self.width = 32 if self.algorithm == "sha256" else 20
         self._made: set[str] = set()
+        self._folders: set[str] = set()
+        self._serial = itertools.count()
 
     def hash(self, kind: bytes, data: bytes) -> bytes:
         return hashlib.new(self.algorithm, kind + b" %d\0" % len(data) + data, usedforsecurity=False).digest()
@@ -80,16 +111,18 @@ class ObjectWriter:
         hexid = oid.hex()
         if hexid in self._made:
             return oid
-        folder = self.dir / hexid[:2]
-        final = folder / hexid[2:]
+        folder = os.path.join(self.dir, hexid[:2])
+        final = os.path.join(folder, hexid[2:])
         try:
-            if not final.exists():
-                folder.mkdir(exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix="tmp_obj_")
+            if not os.path.exists(final):
+                if hexid[:2] not in self._folders:
+                    os.makedirs(folder, exist_ok=True)
+                    self._folders.add(hexid[:2])
+                tmp = os.path.join(folder, f"tmp_obj_{os.getpid()}_{next(self._serial)}")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
                 try:
                     with os.fdopen(fd, "wb") as handle:
                         handle.write(zlib.compress(raw, 1))
-                    os.chmod(tmp, 0o444)
                     os.replace(tmp, final)
                 except BaseException:
                     with contextlib.suppress(OSError):
@@ -103,8 +136,9 @@ class ObjectWriter:
     def blob(self, data: bytes) -> bytes:
         return self.write(b"blob", data)
 
-    def tree(self, entries: Iterable[TreeEntry]) -> bytes:
-        return self.write(b"tree", tree_bytes(entries))
+    def tree(self, entries: Iterable[TreeEntry] | TreeIndex) -> bytes:
+        data = entries.data() if isinstance(entries, TreeIndex) else tree_bytes(entries)
+        return self.write(b"tree", data)
 
     def commit(self, tree: bytes, parent: str, message: str, author: tuple[str, str], when: int) -> str:
         name, email = author

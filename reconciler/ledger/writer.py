@@ -36,7 +36,15 @@ from reconciler.core.timeutil import utcnow
 from reconciler.errors import UserError
 from reconciler.ledger import git
 from reconciler.ledger.checkout import Checkout
-from reconciler.ledger.objects import MODE_BLOB, MODE_TREE, ObjectsUnwritable, ObjectWriter, TreeEntry, parse_tree
+from reconciler.ledger.objects import (
+    MODE_BLOB,
+    MODE_TREE,
+    ObjectsUnwritable,
+    ObjectWriter,
+    TreeEntry,
+    TreeIndex,
+    parse_tree,
+)
 
 Events = Callable[[str, dict[str, object]], None]
 MAX_REJECTIONS = 60  # compare-and-swaps lost in a row before the pass gives up (the branch keeps moving)
@@ -93,6 +101,8 @@ class _Build:
     renewed: float | None = None  # monotonic time the newest durable lease was computed
     lost: str | None = None
     kind: str = "save"  # claim | takeover | save (for messages)
+    expedite: bool = False  # a final record someone waits for: commit it without waiting for the tick
+    checked: str | None = None  # the base its fence was last verified against (None: never yet)
 
 
 @dataclass
@@ -128,7 +138,9 @@ class LedgerWriter:
         self._broken: str | None = None  # an environment error: nothing more can be written
         self._unreachable: str | None = None  # the remote did not answer the last push
         self._last_commit = 0.0
-        self._trees: tuple[dict[bytes, TreeEntry], dict[bytes, TreeEntry], dict[bytes, TreeEntry]] | None = None
+        self._last_follow = 0.0
+        self._unsynced: set[str] = set()  # ledger paths committed but not yet written to the checkout
+        self._trees: tuple[TreeIndex, TreeIndex, TreeIndex] | None = None
         self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
         self._thread.start()
 
@@ -196,11 +208,16 @@ class LedgerWriter:
             build = self._builds.get(build_id)
             return build.lost if build is not None else None
 
-    def settled(self, build_id: str) -> bool:
-        """True once nothing of the build is left to write: its final record is durable, or it is lost."""
+    def settled(self, build_id: str, expedite: bool = False) -> bool:
+        """True once nothing of the build is left to write: its final record is durable, or it is lost.
+        `expedite`: someone waits for it (a build on the same target): commit it now, not at the next tick."""
         with self._cond:
             build = self._builds.get(build_id)
-            return build is None or build.lost is not None
+            done = build is None or build.lost is not None
+            if not done and expedite and build is not None and not build.expedite:
+                build.expedite = True
+                self._cond.notify_all()
+            return done
 
     def lease_age(self, build_id: str) -> float:
         """Seconds since the newest durable lease of the build was computed (infinite before any)."""
@@ -277,14 +294,23 @@ class LedgerWriter:
     def _loop(self) -> None:
         retry_at = 0.0
         while True:
+            finished = False
             with self._cond:
                 batch = self._next_batch(retry_at)
                 while batch is None:
                     if self._closing and (not self._dirty() or self._unreachable or self._broken):
-                        return
+                        finished = True
+                        break
+                    if self._unsynced and time.monotonic() - self._last_follow >= self.checkpoint_seconds:
+                        batch = []  # nothing to commit, but the clone is behind our commits: bring it along
+                        break
                     self._cond.wait(timeout=0.05)
                     batch = self._next_batch(retry_at)
+            if finished:
+                self._follow(force=True)
+                return
             if not batch:
+                self._follow(force=False)
                 continue
             try:
                 outcome = self._commit(batch)
@@ -324,7 +350,9 @@ class LedgerWriter:
         renew = [b for b in self._builds.values() if not b.lost and not b.final and b.durable >= 0
                  and b.durable == b.version and b.renewed is not None
                  and now - b.renewed > self.lease_seconds / 4]
-        urgent = bool(self._waiting_for_unpushed()) or any(b.final for b in dirty)
+        # claims, takeovers and started markers are waited for; final records are committed with the next
+        # tick (checkpoint_seconds) unless a build on the same target waits for them
+        urgent = bool(self._waiting_for_unpushed()) or any(b.final and b.expedite for b in dirty)
         due = now - self._last_commit >= self.checkpoint_seconds
         if dirty and (urgent or due or self._closing):
             return dirty + [b for b in renew if b not in dirty]
@@ -335,6 +363,10 @@ class LedgerWriter:
     def _commit(self, batch: list[_Build]) -> str:
         """Make the batch durable: 'ok', 'unreachable' (retry later) or 'broken' (environment error)."""
         for _ in range(MAX_REJECTIONS):
+            with self._cond:
+                unchecked = [b for b in batch if not b.lost and b.checked != self.base]
+            if unchecked:  # staged after the base moved (or never checked): its fence must hold on this base
+                self._verify(unchecked, self.base)
             with self._cond:
                 live = [b for b in batch if not b.lost]
                 snapshot = [(b, b.version, b.record, b.log) for b in live]
@@ -355,20 +387,28 @@ class LedgerWriter:
                 faults.point(f"{point}.before-commit", " ".join(b.job for b, *_ in snapshot))
                 commit = self._build_commit(files, [(b.kind, stamped[b.record.build_id]) for b, *_ in snapshot])
             except (ObjectsUnwritable, git.GitError) as exc:
+                self._trees = None
                 with self._cond:
                     self._broken = str(exc)
                 return "broken"
             result = self._compare_and_swap(commit, point)
+            if result != "ok":
+                self._trees = None  # built in place for a commit that did not land
             if result == "ok":
+                previous = self.base
                 self._advance(commit, list(files))
                 with self._cond:
                     self._unreachable = None
+                    for other in self._builds.values():  # our commit changed only the batch's records
+                        if other.checked == previous:
+                            other.checked = commit
                     for build, version, _, _ in snapshot:
                         record = stamped[build.record.build_id]
                         build.durable = max(build.durable, version)
                         build.fence = Fence(record.build_id, record.epoch, record.owner)
                         build.renewed = None if record.finished else built
                         build.kind = "save"
+                        build.checked = commit
                     self._last_commit = time.monotonic()
                     for build, _, record, _ in snapshot:  # a durable final record is never written again
                         if record.finished and build.durable >= build.version:
@@ -389,33 +429,32 @@ class LedgerWriter:
         return "broken"
 
     # -- commits -----------------------------------------------------------------------------------
-    def _load_trees(self) -> tuple[dict[bytes, TreeEntry], dict[bytes, TreeEntry], dict[bytes, TreeEntry]]:
+    def _load_trees(self) -> tuple[TreeIndex, TreeIndex, TreeIndex]:
+        """The root, ledger and logs trees of `base`, kept up to date by our own commits."""
         if self._trees is None:
             specs = [f"{self.base}^{{tree}}", f"{self.base}:{self.ledger_dir}", f"{self.base}:{self.ledger_dir}/logs"]
             found = git.read_objects(self.repo, specs)
             width = self.objects.width
-            trees = [parse_tree(found[s][1], width) if found.get(s) and found[s][0] == "tree" else {} for s in specs]
+            trees = [TreeIndex(parse_tree(found[s][1], width) if found.get(s) and found[s][0] == "tree" else {})
+                     for s in specs]
             self._trees = (trees[0], trees[1], trees[2])
         return self._trees
 
     def _build_commit(self, files: dict[str, bytes], records: list[tuple[str, LedgerRecord]]) -> str:
-        root, ledger, logs = (dict(t) for t in self._load_trees())
+        """One commit on `base` with `files` (ledger paths) set. Updates the kept trees in place: a commit
+        that does not land (rejected, unreachable) drops them, and they are read again from the new base."""
+        root, ledger, logs = self._load_trees()
         prefix, logs_prefix = self.ledger_dir + "/", self.ledger_dir + "/logs/"
         for path, data in files.items():
             oid = self.objects.blob(data)
             if path.startswith(logs_prefix):
-                name = path[len(logs_prefix):].encode()
-                logs[name] = TreeEntry(MODE_BLOB, name, oid)
+                logs.set(TreeEntry(MODE_BLOB, path[len(logs_prefix):].encode(), oid))
             else:
-                name = path[len(prefix):].encode()
-                ledger[name] = TreeEntry(MODE_BLOB, name, oid)
-        ledger[b"logs"] = TreeEntry(MODE_TREE, b"logs", self.objects.tree(logs.values()))
-        root[self.ledger_dir.encode()] = TreeEntry(MODE_TREE, self.ledger_dir.encode(),
-                                                   self.objects.tree(ledger.values()))
-        commit = self.objects.commit(self.objects.tree(root.values()), self.base, _message(records),
-                                     self.author, int(time.time()))
-        self._pending_trees = (root, ledger, logs)
-        return commit
+                ledger.set(TreeEntry(MODE_BLOB, path[len(prefix):].encode(), oid))
+        ledger.set(TreeEntry(MODE_TREE, b"logs", self.objects.tree(logs)))
+        root.set(TreeEntry(MODE_TREE, self.ledger_dir.encode(), self.objects.tree(ledger)))
+        return self.objects.commit(self.objects.tree(root), self.base, _message(records), self.author,
+                                   int(time.time()))
 
     def _compare_and_swap(self, commit: str, point: str) -> str:
         """'ok', 'rejected' (someone moved the branch first), 'unreachable' or 'broken'."""
@@ -441,9 +480,18 @@ class LedgerWriter:
     def _advance(self, commit: str, paths: list[str]) -> None:
         self.base = commit
         self.commits += 1
-        self._trees = self._pending_trees
-        if self.checkout is not None:
-            self.checkout.follow(commit, paths)
+        self._unsynced.update(paths)
+        self._follow(force=False)
+
+    def _follow(self, force: bool) -> None:
+        """Bring the clone along (local branch, ledger files): at most every checkpoint_seconds, and at the end."""
+        if self.checkout is None or not self._unsynced or self.commits == 0:
+            return
+        if not force and time.monotonic() - self._last_follow < self.checkpoint_seconds:
+            return
+        paths, self._unsynced = sorted(self._unsynced), set()
+        self.checkout.follow(self.base, paths, current=self.base if self.remote is None else None)
+        self._last_follow = time.monotonic()
 
     def _rebase(self) -> bool:
         """Read the arbiter's tip and check every fence against it; lost builds are dropped."""
@@ -459,18 +507,28 @@ class LedgerWriter:
             return False
         with self._cond:
             builds = [b for b in self._builds.values() if not b.lost]
+        self._verify(builds, tip)
+        with self._cond:
+            self.base = tip
+            self._trees = None
+            self._wake_waiters()
+        return True
+
+    def _verify(self, builds: list[_Build], tip: str) -> None:
+        """Check the builds' fences against the records at `tip`; a build whose fence fails is lost."""
         records = self._records_at(tip, builds)
         with self._cond:
             for build in builds:
+                if build.lost:
+                    continue
                 found, job_blob = records[build.record.build_id]
                 reason = build.fence.holds(found, job_blob)
                 if reason is not None:
                     build.lost = f"job {build.job}: {reason}"
                     self.events("job.lost", {"job": build.job, "build_id": build.record.build_id, "reason": reason})
-            self.base = tip
-            self._trees = None
+                else:
+                    build.checked = tip
             self._wake_waiters()
-        return True
 
     def _records_at(self, tip: str, builds: list[_Build]) -> dict[str, tuple[dict[str, object] | None, str | None]]:
         specs = []

@@ -92,7 +92,7 @@ class BuildScheduler:
         try:
             ready.extend(self._takeovers(in_flight))
             pending = deque(to_run)
-            batch = max(2, self.job_concurrency)
+            batch = max(4, 2 * self.job_concurrency)
             while True:
                 if self.writer.problem and not self.outcomes.unavailable:
                     self.outcomes.unavailable = self.writer.problem  # start nothing more; builds in flight stop
@@ -129,9 +129,11 @@ class BuildScheduler:
                    busy: int) -> list[tuple[JobRunner, str]]:
         """Ready builds that may start now, oldest first. Two builds that deploy the same definition on the
         same server run in claim order, one after the other (the older one's content must not land last)."""
-        self.finishing = [r for r in self.finishing if not self.writer.settled(r.record.build_id)]
         # a build's targets stay busy until its final record is durable: after a crash, recovery re-applies
         # unsaved results in claim order, so a newer build must not have applied on top meanwhile
+        wanted = {target for runner, _ in ready for target in _targets(runner)}
+        self.finishing = [r for r in self.finishing
+                          if not self.writer.settled(r.record.build_id, expedite=bool(_targets(r) & wanted))]
         busy_runners = [*running.values(), *self.finishing]
         blocked = {target for runner in busy_runners for target in _targets(runner)}
         chosen: list[tuple[JobRunner, str]] = []

@@ -11,6 +11,7 @@ whose newest durable lease is older than half the lease starts nobody until it h
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import threading
 from collections import deque
@@ -68,6 +69,22 @@ class RecordSink(Protocol):
     def lease_age(self, build_id: str) -> float: ...
 
 
+class DriverPool:
+    """One driver per server settings and pass (a driver resolves its target once, not once per block)."""
+
+    def __init__(self, context: DriverContext) -> None:
+        self.context = context
+        self._made: dict[str, Driver] = {}
+        self._lock = threading.Lock()
+
+    def get(self, server: Server) -> Driver:
+        key = json.dumps([server.name, server.driver], sort_keys=True, default=str)
+        with self._lock:
+            if key not in self._made:
+                self._made[key] = drivers.create(server.driver_type, server.driver, self.context)
+            return self._made[key]
+
+
 @dataclass(frozen=True)
 class RunContext:
     """How a pass runs builds: configuration only (caches belong to the desired state they read)."""
@@ -77,6 +94,7 @@ class RunContext:
     redactor: Redactor
     sink: RecordSink
     executor: Executor
+    drivers: DriverPool
     concurrency: int = 4
     lease_seconds: float = 600
     stop: threading.Event = field(default_factory=threading.Event)
@@ -234,9 +252,7 @@ class JobRunner:
             self.log(warning)
         if verdict.aborted:
             return True
-        context = DriverContext(self.ctx.repo_root, None, self.ctx.env, work_root=self.ctx.work_root,
-                                add_secret=self.ctx.redactor.add)
-        driver = drivers.create(server.driver_type, server.driver, context)
+        driver = self.ctx.drivers.get(server)
         markers = not driver.idempotent_apply or self.record.on_interrupt == "fail"
         queue_ = self._recover_started(block, server, driver, verdict.deploy)
         if self.job.on_failure == "abort" and any(r.status == "FAILED" for r in self.results[block.index].values()):
@@ -302,7 +318,9 @@ class JobRunner:
             if items and not aborted and stopped is None and not self.ctx.stop.is_set():
                 stopped = self._may_start()
                 free = self.ctx.concurrency - len(in_flight)
-                if stopped is None and free > 0:
+                # a wave whose markers cost a durable commit waits for half the slots (fewer, larger commits)
+                wave_min = max(1, self.ctx.concurrency // 2) if markers and in_flight else 1
+                if stopped is None and free >= min(wave_min, len(items)):
                     wave = [items.popleft() for _ in range(min(free, len(items)))]
                     stopped = self._start(block, server, driver, wave, markers)
                     if stopped is not None:

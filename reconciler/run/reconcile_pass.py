@@ -134,11 +134,12 @@ def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, 
                 to_run: list[str], options: PassOptions, started: datetime, result: PassResult) -> None:
     from reconciler.core.redact import Redactor
     from reconciler.core.snapshot import Snapshot
+    from reconciler.drivers.base import DriverContext
     from reconciler.ledger.load import load_commit_state
     from reconciler.ledger.writer import LedgerWriter
     from reconciler.run import preflight
     from reconciler.run.builds import BuildScheduler
-    from reconciler.run.engine import RunContext
+    from reconciler.run.engine import DriverPool, RunContext
     from reconciler.run.executors import ThreadExecutor
 
     assert isinstance(state, Snapshot)
@@ -152,9 +153,11 @@ def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, 
                           checkout=checkout)
     holder: list[BuildScheduler] = []
     executor = ThreadExecutor(lambda task: holder[0].run_local(task), settings.job_concurrency * settings.concurrency)
+    work_root = repo.state_dir / "work"
+    pool = DriverPool(DriverContext(repo.root, None, options.env, work_root=work_root, add_secret=redactor.add))
     ctx = RunContext(repo_root=repo.root, env=options.env, redactor=redactor, sink=writer, executor=executor,
                      concurrency=settings.concurrency, lease_seconds=settings.lease_seconds, stop=options.stop,
-                     on_user=options.on_user, work_root=repo.state_dir / "work")
+                     on_user=options.on_user, work_root=work_root, drivers=pool)
     scheduler = BuildScheduler(state, ctx, writer, started,
                                lambda commit: load_commit_state(repo, commit, {"concurrency": options.concurrency}),
                                settings.job_concurrency, options.events)
