@@ -16,6 +16,7 @@ from pathlib import Path
 
 from reconciler.core.files import Entry, blob_id
 from reconciler.errors import UserError
+from reconciler.ledger.statefile import clear_path
 
 TRAILER = "Reconciler-Build:"
 _BASE_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
@@ -42,6 +43,8 @@ class Repo:
     def state_dir(self) -> Path:
         """Where the reconciler keeps its lock, cache and temporary files (never the working tree)."""
         path = self.git_dir / "reconciler"
+        if path.is_symlink() or (path.exists() and not path.is_dir()):  # disposable (rule 9): it goes
+            clear_path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
