@@ -176,11 +176,12 @@ def test_connection_refused(tmp_path: Path) -> None:
     assert "connection refused (after 2 attempts)" in reasons_of(repo, "deploy")["u1"]
 
 
-def test_missing_auth_secret_fails_users_without_a_request(tmp_path: Path, target: Target) -> None:
+def test_missing_auth_secret_claims_nothing_and_sends_nothing(tmp_path: Path, target: Target) -> None:
     repo = repo_for(tmp_path, target, {"deploy": job_yaml(users=["u1"])})
-    assert reconcile(repo).returncode == 1  # DEPLOY_SECRET_TOKEN not in the environment
-    reason = f"auth secret {TOKEN} is not set in the reconciler's environment"
-    assert reasons_of(repo, "deploy")["u1"] == reason
+    result = reconcile(repo)  # DEPLOY_SECRET_TOKEN not in the environment
+    assert result.returncode == 1
+    assert "SECRET_UNSET" in result.stderr and TOKEN in result.stderr
+    assert not (repo / "status").exists()
     assert target.count() == 0
 
 

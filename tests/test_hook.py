@@ -60,12 +60,18 @@ def settled(bare: Path) -> bool:
         not (bare / "reconciler" / "pending").exists()
 
 
-def server_setup(make_repo: Callable[..., Path]) -> tuple[Path, Path]:
-    """A bare repository with the hook installed, and a clone to push from."""
+def server_setup(make_repo: Callable[..., Path], env: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """A bare repository with the hook installed (with `env` as its --env-file), and a clone to push from."""
     source = make_repo("source")
     bare = source.parent / "deploy.git"
     git(source.parent, "clone", "-q", "--bare", str(source), str(bare))
-    result = run_cli("hook", "install", "--bare", str(bare))
+    flags = []
+    if env is not None:
+        env_file = source.parent / "runner.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()), "utf-8")
+        env_file.chmod(0o600)
+        flags = ["--env-file", str(env_file)]
+    result = run_cli("hook", "install", "--bare", str(bare), *flags)
     assert result.returncode == 0, result.stderr
     assert f"log: {bare.resolve() / 'reconciler' / 'hook.log'}" in result.stdout
     clone = source.parent / "laptop"
@@ -90,10 +96,10 @@ def test_install_writes_an_executable_hook_and_refuses_foreign_ones(make_repo: C
 
 
 def test_push_starts_a_background_pass_without_waiting(make_repo: Callable[..., Path]) -> None:
-    bare, clone = server_setup(make_repo)
+    bare, clone = server_setup(make_repo, env=SLOW)
     write(clone, "jobs/first.yaml", JOB % "hello")
     commit_all(clone, "add first")
-    took, stderr = push(clone, "main", env=SLOW)
+    took, stderr = push(clone, "main")
     assert took < 2.0, f"the push waited {took:.1f} s for the deployment"
     assert f"tail -f {bare.resolve() / 'reconciler' / 'hook.log'}" in stderr  # where to look
     assert record(bare, "first") is None or record(bare, "first")["status"] != "SUCCESS"  # type: ignore[index]
@@ -129,11 +135,11 @@ def test_other_branches_and_status_only_pushes_start_nothing(make_repo: Callable
 
 
 def test_pushes_close_together_coalesce(make_repo: Callable[..., Path]) -> None:
-    bare, clone = server_setup(make_repo)
+    bare, clone = server_setup(make_repo, env=SLOW)
     for i, name in enumerate(("one", "two", "three")):
         write(clone, f"jobs/{name}.yaml", JOB % name)
         commit_all(clone, f"add {name}")
-        took, _ = push(clone, "main", env=SLOW, rebase=True)
+        took, _ = push(clone, "main", rebase=True)
         assert took < 2.0
         if i == 0:  # the first pass is busy with `one` (2 s per user) while the next pushes arrive
             wait_for(lambda: "pass started" in log_text(bare))
@@ -142,3 +148,33 @@ def test_pushes_close_together_coalesce(make_repo: Callable[..., Path]) -> None:
     text = log_text(bare)
     assert text.count("pass requested") == 3
     assert text.count("pass started") == 2, text  # three pushes, one extra pass
+
+
+def test_a_pass_gets_the_env_file_never_the_pushers_environment(make_repo: Callable[..., Path]) -> None:
+    """SPEC 9.1 rule 10 through the hook: the secret comes from `--env-file`; a variable set only in the
+    pusher's shell does not reach the pass (its job stays PENDING, SECRET_UNSET); no value is logged."""
+    from_file, from_shell = "value-from-the-env-file", "value-from-the-pushers-shell"
+    bare, clone = server_setup(make_repo, env={"DEPLOY_SECRET_GREETING": from_file})
+    write(clone, "jobs/first.yaml", JOB.replace('"%s"', "{secret: DEPLOY_SECRET_GREETING}"))
+    write(clone, "jobs/second.yaml", JOB.replace('"%s"', "{secret: DEPLOY_SECRET_SHELL_ONLY}"))
+    commit_all(clone, "two jobs reading secrets")
+    push(clone, "main", env={"DEPLOY_SECRET_GREETING": from_shell, "DEPLOY_SECRET_SHELL_ONLY": from_shell})
+    wait_for(lambda: (record(bare, "first") or {}).get("status") == "SUCCESS")
+    wait_for(lambda: settled(bare))
+    deployed = bare / "reconciler" / "worktree" / ".deployments" / "srv" / "u1" / "app" / "config.json"
+    assert json.loads(deployed.read_text("utf-8")) == {"greeting": from_file}
+    assert record(bare, "second") is None  # not claimed: the shell's variable never reached the pass
+    text = log_text(bare)
+    assert "SECRET_UNSET" in text and "DEPLOY_SECRET_SHELL_ONLY" in text
+    assert from_file not in text and from_shell not in text
+
+
+def test_a_broken_env_file_is_refused_without_showing_it(make_repo: Callable[..., Path], tmp_path: Path) -> None:
+    source = make_repo("source")
+    bare = source.parent / "deploy.git"
+    git(source.parent, "clone", "-q", "--bare", str(source), str(bare))
+    env_file = tmp_path / "bad.env"
+    env_file.write_text("DEPLOY_SECRET_OK=fine-value-here\nthis line is secret-looking garbage\n", "utf-8")
+    result = run_cli("hook", "install", "--bare", str(bare), "--env-file", str(env_file))
+    assert result.returncode == 2 and "line 2 is not KEY=VALUE" in result.stderr
+    assert "garbage" not in result.stderr and "fine-value-here" not in result.stderr

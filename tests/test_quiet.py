@@ -14,7 +14,7 @@ JOB = "blocks:\n  - {definition: app, server: srv, users: [u1], content_tokens: 
 
 def quiet_note(repo: Path) -> dict[str, object] | None:
     path = repo / ".git" / "reconciler" / "quiet.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return json.loads(path.read_text())["note"] if path.exists() else None
 
 
 def test_a_quiet_tip_is_remembered_and_a_new_commit_is_not_missed(make_repo) -> None:  # type: ignore[no-untyped-def]

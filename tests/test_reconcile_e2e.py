@@ -449,17 +449,15 @@ blocks:
             assert form not in text
 
 
-def test_a_missing_secret_breaks_the_asset(make_repo: MakeRepo) -> None:
-    # SPEC 2 (0.2): a secret that is not set is not a broken asset; the deployment fails naming the variable
-    # (and with SPEC 9.1 rule 10 the job is not claimed at all: see the secret checks before claims)
+def test_a_missing_secret_keeps_the_job_unclaimed(make_repo: MakeRepo) -> None:
     repo = make_repo(jobs={"needs-secret": JOB.replace("greeting: hello",
                                                        "greeting: {secret: DEPLOY_SECRET_NONE}")})
     env = {k: v for k, v in os.environ.items() if k != "DEPLOY_SECRET_NONE"}
     result = run_cli("reconcile", "--repo", str(repo), env=env)
     assert result.returncode == 1
-    assert users_of(repo, "needs-secret") == {"u1": "FAILED", "u2": "FAILED", "u3": "FAILED"}
-    reason = record(repo, "needs-secret")["blocks"][0]["users"]["u1"]["reason"]
-    assert "DEPLOY_SECRET_NONE is not set" in reason
+    assert "SECRET_UNSET" in result.stderr and "DEPLOY_SECRET_NONE" in result.stderr
+    assert not (repo / "status").exists()
+    assert states(repo) == {"needs-secret": "PENDING"}
     assert not (repo / TARGET).exists()
 
 

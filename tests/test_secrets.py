@@ -158,13 +158,14 @@ def test_a_secret_used_everywhere_is_shown_nowhere(tmp_path: Path, target: Targe
 
 
 def test_a_missing_secret_is_named_never_guessed(tmp_path: Path, target: Target) -> None:
-    """Without the variable the users are SKIPPED naming the variable; nothing is deployed."""
+    """Without the variable the job is not claimed (SPEC 9.1 rule 10): the problem names the variable and
+    the job stays PENDING; nothing is deployed."""
     repo = make_repo(tmp_path, target.url, on_failure="skip")
     result = run_cli("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_AUTH": SECRET})
     assert "Traceback" not in result.stderr
-    record = json.loads((repo / "status/everywhere.json").read_text("utf-8"))
-    reasons = [r["reason"] for b in record["blocks"][:3] for r in b["users"].values()]
-    assert all("DEPLOY_SECRET_KEY" in r for r in reasons), reasons
+    assert result.returncode == 1
+    assert "SECRET_UNSET" in result.stderr and "DEPLOY_SECRET_KEY" in result.stderr
+    assert not (repo / "status/everywhere.json").exists()
     assert not (repo / ".deployments/local/u1/app").exists()
     assert target.deployments == {}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from reconciler.commands._output import emit_json, print_problems
 from reconciler.commands._repo import branch_state
@@ -20,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("nothing committed yet: nothing to do")
         return 0
-    plan = state.plan()
+    plan = state.plan(os.environ)  # secrets are judged as a pass here would (rule 10)
     if args.format == "json":
         emit_json(plan.as_json())
     else:

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.web.app import ServeContext, create_app
     from reconciler.web.metrics import Metrics
     from reconciler.web.runner import PassReport, PassRunner
+    from reconciler.web.slow_clients import GuardedH11Protocol
     from reconciler.web.tip_cache import StateCache
 
     cache = StateCache(args.repo, args.branch)
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(create_app(ctx), log_level="warning", access_log=False, lifespan="off",
-                            server_header=False, timeout_graceful_shutdown=5)
+                            server_header=False, timeout_graceful_shutdown=5, http=GuardedH11Protocol)
     server = _Server(config, on_signal=runner.stop.set)
     runner.start()
     if args.reconcile_on_start:

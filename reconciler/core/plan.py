@@ -9,6 +9,7 @@ from typing import Any
 from reconciler.core import digest
 from reconciler.core.problems import Problem
 from reconciler.core.records import RUNNING, Ledger, RecordFacts, listing_state
+from reconciler.core.secrets import SecretEnv, unusable_secrets
 from reconciler.core.validate import Desired, JobFile
 
 NEVER = (1 << 62, "")
@@ -17,6 +18,10 @@ NEVER = (1 << 62, "")
 @dataclass
 class Plan:
     to_run: list[str] = field(default_factory=list)  # oldest first
+    #: PENDING jobs not claimed because a secret they read is unset or too short (rule 10), oldest first
+    needs_secrets: list[str] = field(default_factory=list)
+    #: every PENDING job, oldest first: to_run and needs_secrets together (what the PR check shows)
+    due: list[str] = field(default_factory=list)
     up_to_date: list[str] = field(default_factory=list)
     in_flight: list[str] = field(default_factory=list)  # records left IN-PROGRESS/WORKING
     scheduled: list[str] = field(default_factory=list)
@@ -31,6 +36,7 @@ class Plan:
         return {
             "valid": not self.problems,
             "to_run": self.to_run,
+            "needs_secrets": self.needs_secrets,
             "up_to_date": self.up_to_date,
             "in_flight": self.in_flight,
             "scheduled": self.scheduled,
@@ -59,8 +65,13 @@ def is_modified(jf: JobFile, record: RecordFacts) -> bool:
 
 
 def plan(desired: Desired, ledger: Ledger, now: datetime,
-         added: dict[str, tuple[int, str]] | None = None) -> Plan:
-    """What a pass would do now. `added`: job -> (order of the commit that added it, commit id)."""
+         added: dict[str, tuple[int, str]] | None = None, secrets: SecretEnv | None = None) -> Plan:
+    """What a pass would do now. `added`: job -> (order of the commit that added it, commit id).
+
+    `secrets`: the lengths of the variables set where the jobs would run; a due job reading one that is
+    unset or too short is not claimed (`needs_secrets`, a SECRET_UNSET / SECRET_TOO_SHORT problem).
+    None: not judged (the listing, whose state is PENDING either way).
+    """
     added = added or {}
     result = Plan(problems=[p for p in desired.problems.sorted()])
     problem_jobs = {jf.name for jf in desired.job_files.values() if jf.problems}
@@ -115,6 +126,15 @@ def plan(desired: Desired, ledger: Ledger, now: datetime,
         else:
             result.states[name] = "PENDING"
             runnable.append(((added.get(name, NEVER)[0], name), name))
-    result.to_run = [name for _, name in sorted(runnable)]
+    result.due = [name for _, name in sorted(runnable)]
+    for name in result.due:
+        job = desired.job_files[name].job
+        unusable = unusable_secrets(job, desired.servers, secrets) if secrets is not None and job else []
+        if unusable:
+            result.needs_secrets.append(name)
+            result.problems += [Problem(desired.job_files[name].path, None, message, code)
+                                for code, message in unusable]
+        else:
+            result.to_run.append(name)
     result.problems.sort(key=Problem.sort_key)
     return result

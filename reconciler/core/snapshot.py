@@ -5,12 +5,14 @@ Loading it is `reconciler.ledger.load`'s job; everything above reads it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconciler.core.files import RepoFiles
 from reconciler.core.plan import Plan, plan
 from reconciler.core.problems import Problem, sort_problems
 from reconciler.core.records import Ledger
+from reconciler.core.secrets import SecretEnv
 from reconciler.core.settings import Settings
 from reconciler.core.timeutil import utcnow
 from reconciler.core.validate import Desired
@@ -37,8 +39,11 @@ class Snapshot:
     files: RepoFiles
     settings_problems: list[Problem]
 
-    def plan(self) -> Plan:
-        result = plan(self.desired, self.ledger, utcnow(), self.history.order())
+    def plan(self, env: Mapping[str, str] | SecretEnv | None = None) -> Plan:
+        """The plan now. `env`: the environment the jobs would run with (only the lengths of its values
+        are looked at: rule 10, secrets before claims); None leaves secrets unjudged (listings)."""
+        secrets = env if isinstance(env, SecretEnv) or env is None else SecretEnv.of(env)
+        result = plan(self.desired, self.ledger, utcnow(), self.history.order(), secrets)
         if self.settings_problems:
             result.problems = sort_problems([*self.settings_problems, *result.problems])
         return result

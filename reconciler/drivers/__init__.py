@@ -1,10 +1,15 @@
-"""Driver registry: built-in drivers plus plugins from the entry-point group `reconciler.drivers`."""
+"""Driver registry: built-in drivers plus plugins from the entry-point group `reconciler.drivers`.
+
+Plugins come only from installed distributions (SPEC 9.1 rule 12): never from the current folder.
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import distributions
 from typing import Any
 
 from reconciler.core.settings import Settings
@@ -18,9 +23,25 @@ BUILTIN = {
 }
 
 
+def installed_locations() -> list[str]:
+    """Where installed distributions are looked for: the absolute entries of `sys.path`. A relative entry
+    (`''`, `.`) means whatever the current folder is, e.g. a pull request's checkout (SPEC 9.1 rule 12)."""
+    return [p for p in sys.path if p and os.path.isabs(p)]
+
+
 @cache
 def _plugins() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BUILTIN}
+    found: dict[str, Any] = {}
+    seen: set[str] = set()
+    for dist in distributions(path=installed_locations()):
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name in seen:  # the first one on the path wins, as for imports
+            continue
+        seen.add(name)
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP and ep.name not in BUILTIN:
+                found.setdefault(ep.name, ep)
+    return found
 
 
 def known_types() -> set[str]:

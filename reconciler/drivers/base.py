@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from reconciler.core.model import Definition, Server, User
+from reconciler.core.redact import Redactor
 from reconciler.core.settings import Settings
 from reconciler.core.validate import SettingsProblem as SettingsProblem  # re-exported for plugins
 
@@ -50,6 +51,16 @@ class DriverContext:
     work_root: Path | None = None
     #: registers a value (e.g. an auth token read from `env`) with the build's redactor before it is used
     add_secret: Callable[[str], None] = _ignore_secret
+    #: the build's redactor, for text a driver cuts short (`clip`: mask first, then cut); None: the one
+    #: `add_secret` belongs to, if any
+    redactor: Redactor | None = None
+
+    def clip(self, text: str, limit: int) -> str:
+        """`text` masked whole, then cut to `limit` characters without leaving the start of a secret."""
+        redactor = self.redactor or getattr(self.add_secret, "__self__", None)
+        if not isinstance(redactor, Redactor):
+            redactor = Redactor()
+        return redactor.clip(text, limit)
 
 
 class Driver(ABC):

@@ -16,7 +16,6 @@ import json
 import os
 import posixpath
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -27,10 +26,12 @@ from typing import IO, Any
 
 from reconciler.core.settings import Settings
 from reconciler.drivers.base import DeployRequest, Driver, DriverContext, Outcome, SettingsProblem
+from reconciler.drivers.workspace import remove_tree
 
 #: variables of the reconciler's environment a command inherits; everything else must be a token
 PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL of a timed-out process group
+TAIL = 300  # characters of the last output line kept in a failed user's reason
 DRAIN_SECONDS = 2.0  # how long output may stay open after the command exited (a lingering child)
 #: statuses a command may report per action through RECONCILER_RESULT_FILE
 REPORTABLE = {"PLAN": {"PLANNED"}, "APPLY-AUTO": {"DEPLOYED", "UNCHANGED"},
@@ -138,7 +139,7 @@ class CommandDriver(Driver):
             result_file = folder / "result.json"
             return self._execute(request, argv, cwd, result_file)
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_tree(folder)  # rendered content may hold secrets: never left behind
 
     def _execute(self, request: DeployRequest, argv: list[str], cwd: Path, result_file: Path) -> Outcome:
         uid = request.user.id
@@ -172,7 +173,8 @@ class CommandDriver(Driver):
         if timed_out:
             return Outcome("FAILED", f"timed out after {self.timeout:g} s; the process group was killed")
         if code not in self.success_codes:
-            tail = last.get("stderr") or last.get("stdout") or ""
+            # the reason keeps the last line's tail: masked whole first, then cut (rule 11)
+            tail = self.context.clip(last.get("stderr") or last.get("stdout") or "", TAIL)
             return Outcome("FAILED", f"{argv[0]} exited with code {code}" + (f": {tail}" if tail else ""))
         return self._reported(request, result_file, code)
 
@@ -201,7 +203,7 @@ def _stream(pipe: IO[bytes] | None, uid: str, name: str, request: DeployRequest,
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             request.log(f"{uid} {name}: {line}")
             if line.strip():
-                last[name] = line.strip()[:300]
+                last[name] = line.strip()  # cut only after masking, in _execute
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -22,6 +22,7 @@ import json
 import random
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -57,11 +58,13 @@ class Response:
         except (UnicodeDecodeError, ValueError):
             return None
 
-    def summary(self) -> str:
+    def summary(self, clip: Callable[[str, int], str]) -> str:
+        """Status and body for the log: the body masked whole, then cut (`DriverContext.clip`)."""
         text = self.body.decode("utf-8", "replace").strip()
-        if len(text) > LOG_BODY:
-            text = text[:LOG_BODY] + f"... ({len(self.body)} bytes)"
-        return f"{self.status} {self.reason}" + (f": {text}" if text else "")
+        shown = clip(text, LOG_BODY)
+        if len(text) > LOG_BODY and shown.endswith("..."):
+            shown += f" ({len(self.body)} bytes)"
+        return f"{self.status} {self.reason}" + (f": {shown}" if shown else "")
 
 
 def payload(request: DeployRequest) -> dict[str, Any]:
@@ -223,7 +226,7 @@ class HttpDriver(Driver):
                 delay = backoff(attempt)
                 request.log(f"{uid}: {method} {url}: {problem}")
             else:
-                request.log(f"{uid}: {method} {url} -> {resp.summary()}")
+                request.log(f"{uid}: {method} {url} -> {resp.summary(self.context.clip)}")
                 if resp.status != 429 and resp.status < 500:
                     return resp
                 problem = f"HTTP {resp.status} {resp.reason}"

@@ -8,15 +8,16 @@ cached at the commit it reached, and continued from there.
 The cache is one file, written atomically (write aside, then rename), that is safe to delete at
 any time. It is never trusted across reconciler versions: its key holds `reconciler.__version__`,
 a hash of the shipped schemas and a hash of the modules whose code decides the cached results, so
-an upgrade (or an edit in a development checkout) starts from empty. A cache that cannot be read
-is ignored. It is stored with `marshal` (plain data only: no code is ever loaded from it).
+an upgrade (or an edit in a development checkout) starts from empty. It is stored with `marshal`
+(plain data only: no code is ever loaded from it) and sealed with a checksum (`statefile`): a file
+that is missing, unreadable, corrupt in any way or of the wrong shape is ignored and rebuilt; it
+never changes an answer (SPEC 9.1 rule 9).
 """
 
 from __future__ import annotations
 
 import hashlib
 import marshal
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -26,12 +27,13 @@ from reconciler import __version__
 from reconciler.core import schemas
 from reconciler.core.resources import Finding, Parsed, parse_resource
 from reconciler.core.yamlsafe import Document
+from reconciler.ledger.statefile import read_sealed, write_sealed
 
 FILE_NAME = "cache-v1.bin"
 HISTORIES = 4
-_FORMAT = 4
+_FORMAT = 5
 _CODE = ("core/yamlsafe.py", "core/resources.py", "core/schemas.py", "core/records.py", "core/timeutil.py",
-         "core/digest.py", "ledger/cache.py", "ledger/load.py")
+         "core/digest.py", "ledger/cache.py", "ledger/load.py", "ledger/history.py")
 
 
 @cache
@@ -101,14 +103,12 @@ class BlobCache:
             self._read(path)
 
     def _read(self, path: Path) -> None:
-        try:
-            key, parsed, records, history = marshal.loads(path.read_bytes())
-        except (OSError, ValueError, EOFError, TypeError):
-            return  # absent or unreadable: start empty (the cache is only ever an optimisation)
-        if key != cache_key():
-            self.dirty = True  # another version wrote it: overwrite on save
+        data = read_sealed(path)
+        loaded = _well_formed(data) if data is not None else None
+        if loaded is None or loaded[0] != cache_key():
+            self.dirty = True  # absent, unreadable, corrupt or another version's: start empty, rebuild on save
             return
-        self._parsed, self._records, self.histories = parsed, records, history
+        _, self._parsed, self._records, self.histories = loaded
 
     # -- resources ---------------------------------------------------------------------------------
     def parse(self, kind: str, blob: str, raw: bytes) -> Parsed:
@@ -169,13 +169,27 @@ class BlobCache:
         records = {k: v for k, v in self._records.items() if keep(k, self._used_records)}
         if not self.dirty and len(parsed) == len(self._parsed) and len(records) == len(self._records):
             return
-        data = marshal.dumps((cache_key(), parsed, records, self.histories))
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, self.path)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # a read-only .git only costs speed
+        write_sealed(self.path, marshal.dumps((cache_key(), parsed, records, self.histories)))
+
+
+def _well_formed(data: bytes) -> tuple[str, dict[str, bytes], dict[str, tuple[str, ...]],
+                                       list[dict[str, Any]]] | None:
+    """The cache's four parts if `data` holds them in the shapes this module writes, else None."""
+    try:
+        key, parsed, records, history = marshal.loads(data)
+    except Exception:  # whatever a damaged file makes marshal raise: it is only a cache
+        return None
+    if not (isinstance(key, str) and isinstance(parsed, dict) and isinstance(records, dict)
+            and isinstance(history, list)):
+        return None
+    if not all(isinstance(k, str) and isinstance(v, bytes) for k, v in parsed.items()):
+        return None
+    if not all(isinstance(k, str) and isinstance(v, tuple) and v and all(isinstance(x, str) for x in v)
+               for k, v in records.items()):
+        return None
+    if not all(isinstance(h, dict) for h in history):
+        return None
+    return key, parsed, records, history
 
 
 def open_cache(state_dir: Path | None) -> BlobCache:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from reconciler.core.files import Entry, blob_id
 from reconciler.errors import UserError
+from reconciler.ledger.statefile import clear_path
 
 TRAILER = "Reconciler-Build:"
 _BASE_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
@@ -42,6 +43,8 @@ class Repo:
     def state_dir(self) -> Path:
         """Where the reconciler keeps its lock, cache and temporary files (never the working tree)."""
         path = self.git_dir / "reconciler"
+        if path.is_symlink() or (path.exists() and not path.is_dir()):  # disposable (rule 9): it goes
+            clear_path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -463,3 +466,101 @@ def object_store(repo: Repo) -> tuple[Path, str]:
     lines = repo.git("rev-parse", "--git-path", "objects", "--show-object-format").decode().split()
     path = Path(lines[0])
     return (path if path.is_absolute() else (repo.top or repo.git_dir) / path), (lines[1] if len(lines) > 1 else "sha1")
+
+
+# -- the history walk (reconciler.ledger.history) ------------------------------------------------------
+
+@dataclass(frozen=True)
+class TreeChange:
+    """One path that differs between two trees: its blob before and after ('' when absent)."""
+
+    path: str
+    old: str
+    new: str
+
+
+def _blob(sha: str) -> str:
+    return "" if not sha.strip("0") else sha
+
+
+def _diff_blocks(out: bytes) -> list[tuple[str, list[TreeChange]]]:
+    """Parse `diff-tree --stdin -z -r` output: (header id, changes) per block, in output order."""
+    blocks: list[tuple[str, list[TreeChange]]] = []
+    tokens = out.decode("utf-8", "surrogateescape").split("\0")
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.startswith(":"):
+            _, _, old, new, _status = token[1:].split(" ")[:5]
+            if blocks and i + 1 < len(tokens):
+                blocks[-1][1].append(TreeChange(tokens[i + 1], _blob(old), _blob(new)))
+            i += 2
+            continue
+        if token.strip():
+            blocks.append((token.strip(), []))
+        i += 1
+    return blocks
+
+
+def additions(repo: Repo, head: str, folder: str, since: str | None = None) -> list[tuple[str, int, str]]:
+    """(commit, commit time, path) of every file added under `folder`, oldest first (topological), reachable
+    from head and not from `since`. Merge commits are not diffed: what a merge brings was added on a side."""
+    rev = f"{since}..{head}" if since else head
+    out = repo.git("-c", "core.quotePath=false", "log", "--reverse", "--topo-order", "--no-renames",
+                   "--diff-filter=A", "--format=%x1e%H %ct", "--name-only", "-z", rev, "--", folder)
+    found: list[tuple[str, int, str]] = []
+    for chunk in out.decode("utf-8", "surrogateescape").split("\x1e"):
+        if not chunk.strip():
+            continue
+        head_line, *names = chunk.split("\0")  # "<sha> <time>\0\n<path>\0<path>\0"
+        sha, _, when = head_line.strip().partition(" ")
+        found += [(sha, int(when), name.lstrip("\n")) for name in names if name.strip("\n")]
+    return found
+
+
+def commits_without_trailer(repo: Repo, head: str, since: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
+    """(commit, parents) of every commit reachable from head (not from `since`) whose message has no
+    `Reconciler-Build:` line: the commits the reconciler did not make. Oldest first."""
+    rev = f"{since}..{head}" if since else head
+    out = repo.git("rev-list", "--reverse", "--topo-order", "--parents", "--basic-regexp", "--invert-grep",
+                   f"--grep=^{TRAILER}", rev)
+    found = []
+    for line in out.decode().splitlines():
+        sha, *parents = line.split()
+        found.append((sha, tuple(parents)))
+    return found
+
+
+def ledger_changes(repo: Repo, commits: list[str], folder: str) -> dict[str, list[TreeChange]]:
+    """Per commit, the paths under `folder` it changes against its parent(s) (a root commit: against
+    nothing; a merge: against each parent, all together). One `diff-tree --stdin` for all of them."""
+    if not commits:
+        return {}
+    out = repo.git("diff-tree", "--stdin", "-z", "-r", "-m", "--root", "--no-renames", "--", folder,
+                   input=("\n".join(commits) + "\n").encode())
+    found: dict[str, list[TreeChange]] = {}
+    for sha, changes in _diff_blocks(out):
+        if changes:
+            found.setdefault(sha, []).extend(changes)
+    return found
+
+
+def diffs_against(repo: Repo, pairs: list[tuple[str, str]], folder: str) -> list[dict[str, TreeChange]]:
+    """For each (other, commit): the paths under `folder` whose blob differs, `old` being the commit's blob
+    and `new` the other's. In input order; one `diff-tree --stdin` for all pairs."""
+    if not pairs:
+        return []
+    lines = "".join(f"{other} {commit}\n" for other, commit in pairs)  # "<commit> <parent>": diff parent -> commit
+    out = repo.git("diff-tree", "--stdin", "-z", "-r", "--always", "--no-renames", "--", folder,
+                   input=lines.encode())
+    blocks = _diff_blocks(out)
+    if len(blocks) != len(pairs):
+        raise GitError(["diff-tree", "--stdin"], 0, f"expected {len(pairs)} diffs, got {len(blocks)}")
+    return [{c.path: c for c in changes} for _, changes in blocks]
+
+
+def merge_base_of(repo: Repo, parents: tuple[str, ...]) -> str | None:
+    """The base a three-way (or octopus) merge of `parents` starts from; None without common history."""
+    args = ["merge-base", *(["--octopus"] if len(parents) > 2 else []), *parents]
+    out = repo.git(*args, check=False).decode().split()
+    return out[0] if out else None

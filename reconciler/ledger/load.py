@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
-from typing import Any
 
 from reconciler import drivers
 from reconciler.core.files import SETTINGS_FILE, TOP_DIRS, Entry, RepoFiles, WorktreeFiles, read_one
@@ -19,6 +18,7 @@ from reconciler.errors import UserError
 from reconciler.ledger import git
 from reconciler.ledger.branch import committed_settings
 from reconciler.ledger.cache import BlobCache, RecordHead, open_cache
+from reconciler.ledger.history import job_history
 
 
 class BatchedFiles:
@@ -136,49 +136,6 @@ def load_ledger(files: RepoFiles, ledger_dir: str, blob_cache: BlobCache | None 
             ledger.heads[job] = result
             records.expect(job)
     return ledger
-
-
-def job_history(repo: git.Repo, commit: str, ledger_dir: str, blob_cache: BlobCache | None = None) -> History:
-    """Who added each job file, and ledger records removed by hand; continued from the cached walk."""
-    history = History()
-    seq = 0
-    since: str | None = None
-    saved = [h for h in blob_cache.histories if h.get("ledger_dir") == ledger_dir] if blob_cache else []
-    for walk in saved:
-        if walk.get("commit") == commit:
-            if blob_cache is not None:
-                blob_cache.set_history(walk)
-            return _history_from(walk)
-    for walk in saved:  # continue the walk of an ancestor, when nothing but plain commits lie between
-        if git.is_ancestor(repo, walk["commit"], commit) and git.linear_since(repo, walk["commit"], commit):
-            history = _history_from(walk)
-            seq = int(walk["seq"])
-            since = walk["commit"]
-            break
-    for change in git.changes(repo, commit, ("jobs", ledger_dir), since=since):
-        seq += 1
-        top, _, name = change.path.partition("/")
-        if top == "jobs" and "/" not in name and change.status == "A":
-            stem = name.rsplit(".", 1)[0]
-            history.added[stem] = (seq, change.commit, change.time)
-        elif top == ledger_dir and "/" not in name and name.endswith(".json"):
-            job = name[:-5]
-            if change.by_reconciler:
-                history.tampered.pop(job, None)
-            else:  # removed, added or edited by hand: its job is never (re-)run on the strength of it
-                verb = {"D": "removed", "A": "added"}.get(change.status, "changed")
-                history.tampered[job] = (f"ledger record {change.path} was {verb} by commit "
-                                         f"{change.commit[:12]}, which the reconciler did not make; the job "
-                                         "will not run again (write a new job to deploy again)")
-    if blob_cache is not None:
-        blob_cache.set_history({"commit": commit, "ledger_dir": ledger_dir, "seq": seq,
-                                "added": dict(history.added),
-                                "tampered": dict(history.tampered)})
-    return history
-
-
-def _history_from(saved: dict[str, Any]) -> History:
-    return History(added=dict(saved["added"]), tampered=dict(saved["tampered"]))  # marshal keeps the tuples
 
 
 def settings_at(files: RepoFiles) -> tuple[Settings, list[Problem]]:

@@ -11,12 +11,14 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 from types import TracebackType
 
 from reconciler.core.timeutil import iso, utcnow
 from reconciler.errors import UserError
+from reconciler.ledger.statefile import clear_path, read_regular
 
 
 class RepoLock:
@@ -26,7 +28,7 @@ class RepoLock:
         self._fd: int | None = None
 
     def __enter__(self) -> RepoLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open()
         deadline = time.monotonic() + self.wait
         while True:
             try:
@@ -45,11 +47,25 @@ class RepoLock:
         self._fd = fd
         return self
 
+    def _open(self) -> int:
+        """The lock file, opened. Only a regular file can be a live holder's lock: anything else left in
+        its place (a folder, a FIFO, a symlink) is removed and the file made anew (rule 9)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+        try:
+            fd = os.open(self.path, flags, 0o644)
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)
+        except OSError:
+            pass
+        clear_path(self.path)
+        return os.open(self.path, flags | os.O_EXCL, 0o644)
+
     def holder(self) -> str:
         try:
-            data = json.loads(self.path.read_text("utf-8") or "{}")
+            data = json.loads(read_regular(self.path, 4096) or b"{}")
             return f"host {data.get('host')}, pid {data.get('pid')}, since {data.get('started_at')}"
-        except (OSError, ValueError):
+        except (ValueError, AttributeError):
             return "owner unknown"
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,

@@ -110,14 +110,16 @@ def run_pass(options: PassOptions) -> PassResult:
 
 def _full_pass(repo: git.Repo, branch: str, tip: str, remote: str | None, options: PassOptions,
                started: datetime) -> PassResult:
+    from reconciler.drivers.workspace import clear_work_root
     from reconciler.ledger.load import load_commit_state
 
+    clear_work_root(repo.state_dir / "work")  # rendered content a killed pass left behind (rule 11)
     overrides: dict[str, object] = {"concurrency": options.concurrency, "job_concurrency": options.job_concurrency}
     state = load_commit_state(repo, tip, overrides, skip_executed=True)
     if state.settings_problems:
         first = state.settings_problems[0]
         raise UserError(f"{first.as_text()}; fix reconciler.yaml before reconciling")
-    plan = state.plan()
+    plan = state.plan(options.env)
     result = PassResult(plan)
     in_flight = [j for j in plan.in_flight if not options.only or j == options.only]
     to_run = [j for j in plan.to_run if not options.only or j == options.only]

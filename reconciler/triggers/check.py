@@ -20,6 +20,7 @@ from reconciler.core.model import Job, recipients
 from reconciler.core.plan import Plan, plan
 from reconciler.core.prepare import ContentCache, prepare_user, uses_content_secrets
 from reconciler.core.problems import Problem, sort_problems
+from reconciler.core.secrets import SECRET_CODES, SecretEnv
 from reconciler.core.snapshot import Snapshot
 from reconciler.errors import UserError
 from reconciler.ledger import git
@@ -131,7 +132,11 @@ def run_check(repo: git.Repo, base_ref: str, head_ref: str, now: datetime) -> Ch
                 "directory cannot be changed by a pull request", "LEDGER_EDIT"))
         notes.append(f"{SETTINGS_FILE} changes: this check used the base's settings; the new ones take "
                      "effect after the merge")
-    result_plan = plan(head_state.desired, base_state.ledger, now, head_state.history.order())
+    # secrets are set on the reconciler, not here (an empty environment): shown for reviewers, never failing
+    result_plan = plan(head_state.desired, base_state.ledger, now, head_state.history.order(), SecretEnv({}))
+    notes += [p.message for p in result_plan.problems if p.code in SECRET_CODES]
+    result_plan = dataclasses.replace(result_plan, to_run=result_plan.due,
+                                      problems=[p for p in result_plan.problems if p.code not in SECRET_CODES])
     problems.extend(result_plan.problems)
     problems = sort_problems(problems)
     jobs = _previews(head_state, base_state, result_plan, changed, problems, repo.root)

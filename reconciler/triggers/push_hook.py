@@ -7,14 +7,22 @@ raises a "pending" flag, starts a detached runner and returns. The runner owns a
 with `--remote origin` (fetch, fast-forward, claim, run, push) while the flag is raised. Pushes
 close together coalesce: a runner that finds another runner active leaves the flag to it, and the
 active runner loops once more for every flag raised while it worked.
+
+What a pass can do never depends on the pusher's shell (SPEC 9.1 rule 10): the runner starts from a
+clean environment, the few variables recorded when the hook was installed (`PATH`, `HOME`, `LANG`,
+`PYTHONPATH`), plus the `KEY=VALUE` lines of the `--env-file` given to `hook install` (the deployment
+secrets), read by the runner before every pass and never logged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import re
 import shlex
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +36,9 @@ from reconciler.ledger import git
 
 MARKER = "# installed by `reconciler hook install`"
 LOG_LIMIT = 10 * 1024 * 1024
+#: what the runner keeps of the environment `hook install` ran in (never of the pusher's)
+KEPT_AT_INSTALL = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH")
+_ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 
 
 class HookPaths:
@@ -40,6 +51,51 @@ class HookPaths:
         self.pending = self.dir / "pending"
         self.runner_lock = self.dir / "runner.lock"
         self.worktree = self.dir / "worktree"
+        self.runner_settings = self.dir / "runner.json"  # the install-time environment and the env file
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """`KEY=VALUE` lines (an optional `export `; blank lines and `#` comments skipped; the value is taken as
+    written, to the end of the line). A problem names the file and line, never a value."""
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"env file {path} cannot be read ({type(exc).__name__}); fix it or reinstall the hook "
+                        "with another --env-file") from None
+    found: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _ENV_LINE.match(line.rstrip("\r"))
+        if match is None:
+            raise UserError(f"env file {path} line {number} is not KEY=VALUE; nothing was run")
+        found[match.group(1)] = match.group(2)
+    return found
+
+
+def env_file_warning(path: Path) -> str | None:
+    with contextlib.suppress(OSError):
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            return f"env file {path} is readable by other users; `chmod 600 {path}`"
+    return None
+
+
+def installed(paths: HookPaths) -> tuple[dict[str, str], Path | None]:
+    """(install-time variables, env file) as `hook install` recorded them."""
+    try:
+        settings = json.loads(paths.runner_settings.read_text("utf-8"))
+        base = {str(k): str(v) for k, v in settings.get("base", {}).items()}
+        env_file = settings.get("env_file")
+        return base, Path(env_file) if env_file else None
+    except (OSError, ValueError, AttributeError):  # a hook installed before runner.json existed
+        return {"PATH": os.defpath}, None
+
+
+def runner_environment(paths: HookPaths) -> dict[str, str]:
+    """The environment a pass runs with: the install-time variables plus the env file; nothing else."""
+    base, env_file = installed(paths)
+    return {**base, **(read_env_file(env_file) if env_file is not None else {})}
 
 
 def open_bare(path: Path) -> git.Repo:
@@ -69,9 +125,13 @@ def hook_script(bare: Path, branch: str) -> str:
             f"exec {command}\n")
 
 
-def install(bare: Path, branch: str | None, force: bool = False) -> tuple[Path, str, Path]:
-    """Write the hook; returns (hook file, branch, log file)."""
+def install(bare: Path, branch: str | None, force: bool = False,
+            env_file: Path | None = None) -> tuple[Path, str, Path]:
+    """Write the hook; returns (hook file, branch, log file). `env_file`: the runner's secrets."""
     repo = open_bare(bare)
+    if env_file is not None:
+        env_file = env_file.resolve()
+        read_env_file(env_file)  # refused now rather than at the first push
     branch = branch or default_branch(repo)
     hooks = git.hooks_dir(repo)
     hooks.mkdir(parents=True, exist_ok=True)
@@ -85,6 +145,13 @@ def install(bare: Path, branch: str | None, force: bool = False) -> tuple[Path, 
     tmp.replace(target)
     paths = HookPaths(repo.git_dir)
     paths.dir.mkdir(exist_ok=True)
+    base = {k: os.environ[k] for k in KEPT_AT_INSTALL if k in os.environ}
+    base.setdefault("PATH", os.defpath)
+    settings = {"base": base, "env_file": str(env_file) if env_file is not None else None}
+    tmp_settings = paths.runner_settings.with_name(".runner.json.tmp")
+    tmp_settings.write_text(json.dumps(settings, indent=2) + "\n", "utf-8")
+    tmp_settings.chmod(0o600)
+    tmp_settings.replace(paths.runner_settings)
     return target, branch, paths.log
 
 
@@ -109,13 +176,14 @@ def post_receive(bare: Path, branch: str, updates: list[tuple[str, str, str]]) -
         subprocess.Popen(  # detached: own session, no pipe back to git, so the push returns at once
             [sys.executable, "-P", "-m", "reconciler.triggers.push_hook", "run", str(repo.git_dir), branch],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            close_fds=True, cwd=repo.git_dir, env=clean_env())
+            close_fds=True, cwd=repo.git_dir, env=_installed_base(paths))
     return f"reconciler: deployment pass started in the background; follow it with: tail -f {paths.log}"
 
 
-def clean_env() -> dict[str, str]:
-    """The hook runs with GIT_DIR and friends pointing at the bare repo; the pass must not inherit them."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+def _installed_base(paths: HookPaths) -> dict[str, str]:
+    """The runner process starts with the install-time variables only: not the pusher's (nor GIT_DIR and
+    friends, which point at the bare repo while a hook runs); it reads the env file itself."""
+    return installed(paths)[0]
 
 
 def _rotate(log: Path) -> None:
@@ -166,8 +234,14 @@ def _one_pass(paths: HookPaths, branch: str) -> None:
         if not (paths.worktree / ".git").exists():
             git.clone(paths.bare, paths.worktree, branch)
             print(f"{iso(utcnow())} cloned {paths.bare} into {paths.worktree}", flush=True)
+        env = runner_environment(paths)  # read before every pass: a changed secret needs no reinstall
+        env_file = installed(paths)[1]
+        if env_file is not None and (warning := env_file_warning(env_file)):
+            print(f"{iso(utcnow())} warning: {warning}", flush=True)
+        os.environ.clear()  # git and drivers see exactly what the pass sees
+        os.environ.update(env)
         options = PassOptions(repo=paths.worktree, remote="origin", branch=branch, events=json_line,
-                              env=clean_env(), lock_wait=600)
+                              env=env, lock_wait=600)
         summary = PassSummary.of(run_pass(options))
         for problem in summary.problems:
             print(problem.as_text(), flush=True)

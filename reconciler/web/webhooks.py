@@ -9,22 +9,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import urllib.parse
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from reconciler.web.app import ServeContext, context
 
 router = APIRouter(tags=["webhooks"])
 ZERO_SHA = "0" * 40
+MAX_DEPTH = 64  # SPEC 9.1 rule 13: deeper JSON is refused before it is parsed (no RecursionError, no 500)
+_JSON_TOKENS = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)  # an escape pair, a quote, or a bracket
 _BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "authenticated; nothing started (ping, another branch, a tag, a pull request, "
                          "a redelivery)"},
     202: {"description": "a push to the deployment branch: a reconcile pass is queued"},
-    400: {"description": "the body is not a JSON object, or a required header is missing"},
+    400: {"description": "the body is not a JSON object, is nested deeper than 64 levels, or a required header "
+                         "is missing"},
     401: {"description": "missing or bad signature/token, or no secret configured: nothing starts"},
     413: {"description": "body over the size cap"},
 }
@@ -55,12 +60,36 @@ async def read_body(request: Request, cap: int) -> bytes:
         if int(declared) > cap:
             raise Refused(413, "too_large", f"body over {cap} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise Refused(413, "too_large", f"body over {cap} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise Refused(413, "too_large", f"body over {cap} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone before the body was whole (e.g. cut off as too slow): nobody to answer
+        raise Refused(400, "bad_request", "the client disconnected before sending the whole body") from None
     return b"".join(chunks)
+
+
+def nesting_depth(body: bytes, limit: int = MAX_DEPTH) -> int:
+    """How deep arrays and objects nest in a JSON text, counting no further than `limit` + 1. Brackets
+    inside strings do not count. Linear in the number of quotes, escapes and brackets."""
+    depth = deepest = 0
+    in_string = False
+    for match in _JSON_TOKENS.finditer(body):
+        token = match.group()
+        if token == b'"':
+            in_string = not in_string
+        elif in_string or len(token) == 2:
+            continue
+        elif token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        else:
+            depth -= 1
+    return deepest
 
 
 def payload_of(body: bytes, content_type: str = "application/json") -> dict[str, Any]:
@@ -68,9 +97,11 @@ def payload_of(body: bytes, content_type: str = "application/json") -> dict[str,
     if content_type.startswith("application/x-www-form-urlencoded"):
         form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
         body = form.get("payload", [""])[0].encode("utf-8")
+    if nesting_depth(body) > MAX_DEPTH:
+        raise Refused(400, "bad_request", f"the body nests deeper than {MAX_DEPTH} levels")
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise Refused(400, "bad_request", "the body is not JSON") from None
     if not isinstance(data, dict):
         raise Refused(400, "bad_request", "the body is not a JSON object")
