@@ -179,6 +179,7 @@ def _job_from(jf: JobFile, data: dict[str, Any]) -> Job:
         retry_of=data.get("retry_of"),
         blocks=tuple(block_from_data(i, b) for i, b in enumerate(data["blocks"])),
         spec_digest=digest.spec_digest(data),
+        after=tuple(data.get("after", ())),
     )
 
 

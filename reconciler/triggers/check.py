@@ -115,7 +115,8 @@ def run_check(repo: git.Repo, base_ref: str, head_ref: str, now: datetime) -> Ch
     if fork is None:
         raise UserError(f"{base_ref} and {head_ref} have no common history; is --base the deployment branch?")
     base_state = load_commit_state(repo, base, jobs=set())  # its settings, ledger and job names
-    trusted = dataclasses.asdict(base_state.settings)  # the head may not change how it is judged
+    # the head may not change how it is judged (shallow: freeze windows and notify targets stay objects)
+    trusted = {f.name: getattr(base_state.settings, f.name) for f in dataclasses.fields(base_state.settings)}
     # jobs the base's ledger shows executed, unchanged in the head, can never run again: not re-judged
     head_state = load_commit_state(repo, head, trusted, skip_executed=True, judged_by=base_state.ledger)
     ledger_dir = base_state.settings.ledger_dir
