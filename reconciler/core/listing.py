@@ -39,11 +39,13 @@ class JobRow:
     description: str
     path: str | None
     blocks: tuple[BlockRow, ...]
+    reason: str | None = None  # why a job is WAITING, BLOCKED or FROZEN (SPEC 9.4); null otherwise
 
     def as_json(self) -> dict[str, Any]:
         return {"job": self.job, "status": self.status, "build_id": self.build_id, "created_at": self.created_at,
                 "last_run_at": self.last_run_at, "finished_at": self.finished_at,
-                "description": self.description, "path": self.path, "blocks": [b.as_json() for b in self.blocks]}
+                "description": self.description, "path": self.path, "blocks": [b.as_json() for b in self.blocks],
+                "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,10 @@ class JobDetail(JobRow):
 
 def job_rows(state: Snapshot) -> list[JobRow]:
     plan = state.plan()
-    return [job_row(state, name, listing) for name, listing in sorted(plan.states.items())]
+    return [job_row(state, name, listing, plan.reasons.get(name)) for name, listing in sorted(plan.states.items())]
 
 
-def job_row(state: Snapshot, name: str, listing: str) -> JobRow:
+def job_row(state: Snapshot, name: str, listing: str, reason: str | None = None) -> JobRow:
     record = state.ledger.records.get(name)
     jf = state.desired.job_files.get(name)
     added = state.history.added.get(name)
@@ -86,7 +88,7 @@ def job_row(state: Snapshot, name: str, listing: str) -> JobRow:
         last_run_at=iso(record.started_at or record.queued_at) if record else None,
         finished_at=iso(record.finished_at) if record else None,
         description=_text((jf.data or {}).get("description")) or "" if jf and isinstance(jf.data, dict) else "",
-        path=jf.path if jf else None, blocks=tuple(blocks))
+        path=jf.path if jf else None, blocks=tuple(blocks), reason=reason)
 
 
 def _planned_blocks(state: Snapshot, name: str) -> list[BlockRow]:
@@ -121,7 +123,7 @@ def job_detail(state: Snapshot, name: str) -> JobDetail | None:
     plan = state.plan()
     if name not in plan.states:
         return None
-    row = job_row(state, name, plan.states[name])
+    row = job_row(state, name, plan.states[name], plan.reasons.get(name))
     record = state.ledger.records.get(name)
     problems = [p.as_json() for p in plan.problems if p.path in (row.path, state.ledger.path(name))]
     job = state.desired.jobs.get(name)

@@ -7,8 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.core import digest
+from reconciler.core.gates import hold_back
 from reconciler.core.problems import Problem
 from reconciler.core.records import RUNNING, Ledger, RecordFacts, listing_state
+from reconciler.core.timeutil import iso
 from reconciler.core.validate import Desired, JobFile
 
 NEVER = (1 << 62, "")
@@ -26,6 +28,18 @@ class Plan:
     deleted: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)  # listing state of every job
+    # rollout control (SPEC 9.4, reconciler.core.gates): jobs held back, why, and when they could run
+    waiting: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    frozen: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # job -> why it is WAITING, BLOCKED or FROZEN
+    runs_at: dict[str, datetime | None] = field(default_factory=dict)  # frozen/scheduled job -> earliest run
+    waits_for: dict[str, tuple[str, ...]] = field(default_factory=dict)  # job -> named jobs not SUCCESS yet
+
+    def wakes_at(self) -> datetime | None:
+        """The earliest moment this plan changes by time alone (a run_at or the end of a freeze window)."""
+        moments = [m for m in self.runs_at.values() if m is not None]
+        return min(moments) if moments else None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +54,11 @@ class Plan:
             "deleted": self.deleted,
             "problems": [p.as_json() for p in self.problems],
             "states": self.states,
+            "waiting": self.waiting,
+            "blocked": self.blocked,
+            "frozen": self.frozen,
+            "reasons": self.reasons,
+            "runs_at": {job: iso(moment) for job, moment in self.runs_at.items()},
         }
 
 
@@ -116,5 +135,20 @@ def plan(desired: Desired, ledger: Ledger, now: datetime,
             result.states[name] = "PENDING"
             runnable.append(((added.get(name, NEVER)[0], name), name))
     result.to_run = [name for _, name in sorted(runnable)]
+    _hold_back(result, desired, ledger, now)
     result.problems.sort(key=Problem.sort_key)
     return result
+
+
+def _hold_back(result: Plan, desired: Desired, ledger: Ledger, now: datetime) -> None:
+    """`after:` and `freeze:` (reconciler.core.gates): due jobs that wait, are blocked or frozen do not run."""
+    held = hold_back(desired, ledger, result.states, now)
+    for name, state in held.states.items():
+        result.states[name] = state
+        {"WAITING": result.waiting, "BLOCKED": result.blocked, "FROZEN": result.frozen}[state].append(name)
+    for names in (result.waiting, result.blocked, result.frozen):
+        names.sort()
+    result.scheduled = [name for name in result.scheduled if name not in held.states]
+    result.to_run = [name for name in result.to_run if name not in held.states]
+    result.problems.extend(held.problems)
+    result.reasons, result.runs_at, result.waits_for = held.reasons, held.runs_at, held.waits_for
