@@ -60,7 +60,8 @@ def hold_back(desired: Desired, ledger: Ledger, states: Mapping[str, str], now: 
         waiting = [dep for dep, v in found if v.kind == WAIT]
         path, lines = desired.job_files[name].path, desired.job_files[name].after_lines
         if blocked:
-            verdicts[name] = Verdict(BLOCK, f"job {name} is blocked", "blocked")
+            root = blocked[0][1].root or blocked[0][1].text  # the cause at the bottom of a chain
+            verdicts[name] = Verdict(BLOCK, f"job {name} is blocked ({root})", "blocked", root)
             held.states[name] = "BLOCKED"
             held.reasons[name] = "blocked: " + "; ".join(v.text for _, v in blocked)
             for dep, v in blocked:
@@ -91,6 +92,7 @@ class Verdict:
     kind: str  # SATISFIED | WAIT | BLOCK
     text: str  # e.g. "job a ended FAILURE"
     cause: str  # failure | unknown | modified | invalid | deleted | blocked | cycle | "" (what to advise)
+    root: str = ""  # for a blocked job: what blocks the chain at its bottom
 
 
 def _verdict(dep: str, cycles: Mapping[str, list[str]], verdicts: Mapping[str, Verdict],
