@@ -132,3 +132,14 @@ def job_detail(state: Snapshot, name: str) -> JobDetail | None:
         shown = [recipients(b, state.desired.servers[b.server]) for b in job.blocks]
     return JobDetail(**{f.name: getattr(row, f.name) for f in fields(JobRow)}, record=record, problems=problems,
                      recipients=shown)
+
+
+def detail_of_record(record: LedgerRecord, *, status: str | None = None, path: str | None = None,
+                     description: str = "") -> JobDetail:
+    """A job's status JSON from its record alone (the engine's notifications): the shape of `status JOB`."""
+    blocks = tuple(BlockRow(b.definition, b.module_type, b.server, b.environment, b.organization, b.action,
+                            {uid: r.status for uid, r in b.users.items()}) for b in record.blocks)
+    return JobDetail(job=record.job, status=status or record.status, build_id=record.build_id,
+                     created_at=iso(record.created_at), last_run_at=iso(record.started_at or record.queued_at),
+                     finished_at=iso(record.finished_at), description=description, path=path, blocks=blocks,
+                     record=record)
