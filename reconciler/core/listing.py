@@ -6,8 +6,9 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.core.model import recipients
+from reconciler.core.model import Rollout, recipients
 from reconciler.core.records import LedgerRecord
+from reconciler.core.rollout import describe, plan_waves
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.timeutil import iso
 
@@ -53,6 +54,8 @@ class JobDetail(JobRow):
     record: LedgerRecord | None = None
     problems: list[dict[str, Any]] = field(default_factory=list)
     recipients: list[list[str]] | None = None  # users per block, for a job that has not run
+    rollout: list[dict[str, Any] | None] | None = None  # per block: wave sizes and budget, or None (no rollout)
+    runs_at: str | None = None  # a frozen or scheduled job: the earliest moment it could run
 
     def as_json(self) -> dict[str, Any]:
         data = super().as_json()
@@ -60,6 +63,10 @@ class JobDetail(JobRow):
         data["problems"] = self.problems
         if self.recipients is not None:
             data["recipients"] = self.recipients
+        if self.rollout is not None:
+            data["rollout"] = self.rollout
+        if self.runs_at is not None:
+            data["runs_at"] = self.runs_at
         return data
 
 
@@ -130,8 +137,20 @@ def job_detail(state: Snapshot, name: str) -> JobDetail | None:
     shown = None
     if job is not None and record is None:
         shown = [recipients(b, state.desired.servers[b.server]) for b in job.blocks]
+    waves = None
+    if job is not None and any(b.rollout for b in job.blocks):
+        waves = [rollout_json(b.rollout, recipients(b, state.desired.servers[b.server])) for b in job.blocks]
     return JobDetail(**{f.name: getattr(row, f.name) for f in fields(JobRow)}, record=record, problems=problems,
-                     recipients=shown)
+                     recipients=shown, rollout=waves, runs_at=iso(plan.runs_at.get(name)))
+
+
+def rollout_json(rollout: Rollout | None, users: list[str]) -> dict[str, Any] | None:
+    """A block's waves as shown (page, API, check): the users each wave adds, counted, and the budget."""
+    if rollout is None:
+        return None
+    sizes = [len(wave) for wave in plan_waves(users, rollout)]
+    return {"waves": sizes, "written": [str(w) for w in rollout.waves], "max_failures": str(rollout.max_failures),
+            "summary": describe(rollout, users)}
 
 
 def detail_of_record(record: LedgerRecord, *, status: str | None = None, path: str | None = None,

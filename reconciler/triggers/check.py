@@ -16,11 +16,13 @@ from typing import Any
 
 from reconciler.core import policy
 from reconciler.core.files import SETTINGS_FILE
+from reconciler.core.listing import rollout_json
 from reconciler.core.model import Job, recipients
 from reconciler.core.plan import Plan, plan
 from reconciler.core.prepare import ContentCache, prepare_user, uses_content_secrets
 from reconciler.core.problems import Problem, sort_problems
 from reconciler.core.snapshot import Snapshot
+from reconciler.core.timeutil import iso
 from reconciler.errors import UserError
 from reconciler.ledger import git
 from reconciler.ledger.branch import committed_settings
@@ -46,6 +48,7 @@ class BlockPreview:
     action: str
     driver: str
     users: list[UserPreview]
+    rollout: dict[str, Any] | None = None  # waves (users each adds) and budget; None: one wave, no budget
 
 
 @dataclass
@@ -59,6 +62,8 @@ class JobPreview:
     on_failure: str | None = None
     run_at: str | None = None
     build_id: str | None = None  # the base's record, for executed jobs
+    reason: str | None = None  # why it is WAITING, BLOCKED or FROZEN after the merge
+    runs_at: str | None = None  # a frozen or scheduled job: the earliest moment it would run
     blocks: list[BlockPreview] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
@@ -176,7 +181,8 @@ def _previews(head: Snapshot, base: Snapshot, result: Plan, changed: list[str],
         state = result.states.get(name, "DELETED" if record else "-")
         preview = JobPreview(job=name, path=jf.path if jf else None, change=touched.get(name, "unchanged"),
                              state=state, runs=name in result.to_run,
-                             build_id=record.build_id if record else None)
+                             build_id=record.build_id if record else None, reason=result.reasons.get(name),
+                             runs_at=iso(result.runs_at.get(name)))
         if jf is not None:
             preview.problems = [p for p in problems if p.path == jf.path]
             if isinstance(jf.data, dict):
@@ -220,7 +226,7 @@ def _render(content: ContentCache, state: Snapshot, job: Job) -> list[BlockPrevi
         aborted = aborted or verdict.aborted
         blocks.append(BlockPreview(block.index, definition.name, definition.module_type, server.name,
                                    server.environment, server.organization, block.action, server.driver_type,
-                                   users))
+                                   users, rollout_json(block.rollout, [p.user for p in prepared])))
     return blocks
 
 
