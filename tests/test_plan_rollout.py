@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from reconciler import drivers
 from reconciler.core.files import MemoryFiles
+from reconciler.core.gates import dependents
 from reconciler.core.plan import plan
 from reconciler.core.records import Ledger
 from reconciler.core.settings import parse_settings
@@ -276,3 +277,15 @@ def test_frozen_job_runs_at_the_first_moment_after_the_window() -> None:
     assert result.reasons["a"] == "frozen until 2026-11-23T02:00:00Z on prod: deployment freeze"
     assert plan(desired, ledger, thaw - timedelta(seconds=1)).frozen == ["a"]
     assert plan(desired, ledger, thaw).to_run == ["a", "b"]
+
+
+def test_dependents_are_what_a_finished_job_releases_or_blocks() -> None:
+    specs = [Spec("a", (), "srv", "none", False, True), Spec("b", ("a",), "srv", "none", False, True),
+             Spec("c", ("b",), "srv", "none", False, True), Spec("d", (), "srv", "none", False, True)]
+    desired, ledger = build(specs, "none")
+    result = plan(desired, ledger, NOW)
+    assert dependents(result.waits_for, "a") == ["b", "c"]
+    assert dependents(result.waits_for, "b") == ["c"] and dependents(result.waits_for, "d") == []
+    ledger.records["a"] = record_for("a", text(specs[0]), desired, "FAILURE")
+    after = plan(desired, ledger, NOW)
+    assert [name for name in dependents(result.waits_for, "a") if after.states[name] == "BLOCKED"] == ["b", "c"]

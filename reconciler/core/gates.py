@@ -241,3 +241,22 @@ def environments(desired: Desired, job: Job) -> list[str]:
     """The environments a job deploys to, in block order."""
     return list(dict.fromkeys(desired.servers[b.server].environment for b in job.blocks
                               if b.server in desired.servers))
+
+
+def dependents(waits_for: Mapping[str, Iterable[str]], job: str) -> list[str]:
+    """Every job that waits, directly or through others, for `job` (`Plan.waits_for`), sorted.
+
+    For the engine: when `job` ends FAILURE these turn BLOCKED (notify `job.blocked`); when it ends
+    SUCCESS and some of them wait for nothing else, a new plan would claim them."""
+    reverse: dict[str, set[str]] = {}
+    for waiter, deps in waits_for.items():
+        for dep in deps:
+            reverse.setdefault(dep, set()).add(waiter)
+    found: set[str] = set()
+    todo = [job]
+    while todo:
+        for waiter in reverse.get(todo.pop(), ()):
+            if waiter not in found:
+                found.add(waiter)
+                todo.append(waiter)
+    return sorted(found - {job})
