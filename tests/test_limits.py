@@ -6,7 +6,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from reconciler.core.model import Server
-from reconciler.run.limits import ServerLimits
+from reconciler.drivers.base import Outcome
+from reconciler.run.executors import ThreadExecutor, UserTask
+from reconciler.run.limits import LimitedExecutor, ServerLimits
 
 
 class Overlap:
@@ -66,3 +68,56 @@ def test_waiting_for_a_slot_gives_up_when_the_pass_is_stopped() -> None:
 def _try(limits: ServerLimits, stop: threading.Event) -> bool:
     with limits.slot("one", stop) as held:
         return held
+
+
+def task(server_name: str, user: str) -> UserTask:
+    return UserTask(job="j", build_id="20261121T120000Z-j-abcdef", epoch=1, block=0, user=user, desired_commit="0" * 40,
+                    server=server_name, driver_type="local", action="APPLY-AUTO", idempotent=True)
+
+
+def test_the_limited_executor_queues_users_of_a_full_server_without_blocking() -> None:
+    seen = Overlap()
+    pairs = threading.Barrier(2)
+    free_gate = threading.Barrier(4)
+    limits = ServerLimits.of([server("two", 2)])
+
+    def run(t: UserTask) -> Outcome:
+        seen.call(limits_for_recording, t.server, pairs if t.server == "two" else free_gate)
+        return Outcome("DEPLOYED", "")
+
+    limits_for_recording = ServerLimits({})  # recording only: the executor under test does the limiting
+    executor = LimitedExecutor(ThreadExecutor(run, workers=16), limits)
+    done: list[str] = []
+    lock = threading.Lock()
+
+    def on_done(t: UserTask, outcome: Outcome) -> None:
+        with lock:
+            done.append(t.user)
+
+    for i in range(10):  # submit returns at once even though "two" is full after 2
+        executor.submit(task("two", f"t{i}"), on_done)
+    for i in range(4):
+        executor.submit(task("free", f"f{i}"), on_done)
+    executor.close()
+    assert sorted(done) == sorted([f"t{i}" for i in range(10)] + [f"f{i}" for i in range(4)])
+    assert seen.most == {"two": 2, "free": 4}
+    assert limits.try_acquire("two") and limits.try_acquire("two") and not limits.try_acquire("two")
+
+
+def test_users_still_queued_can_be_taken_back() -> None:
+    release = threading.Event()
+    limits = ServerLimits.of([server("one", 1)])
+
+    def run(t: UserTask) -> Outcome:
+        release.wait(30)
+        return Outcome("DEPLOYED", "")
+
+    executor = LimitedExecutor(ThreadExecutor(run, workers=4), limits)
+    finished: list[str] = []
+    for user in ("a", "b", "c"):
+        executor.submit(task("one", user), lambda t, o: finished.append(t.user))
+    assert [t.user for t in executor.pending] == ["b", "c"]
+    assert [t.user for t in executor.cancel_waiting()] == ["b", "c"]  # never handed on: never started
+    release.set()
+    executor.close()
+    assert finished == ["a"]
