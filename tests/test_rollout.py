@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 
 from reconciler.core.freeze import FreezeWindow, frozen, parse_duration, thaws_at
 from reconciler.core.model import Amount, Rollout
-from reconciler.core.rollout import HALTED, budget_exceeded, describe, plan_waves, wave_problems, wave_targets
+from reconciler.core.rollout import (
+    HALTED,
+    budget_exceeded,
+    describe,
+    plan_waves,
+    wave_problems,
+    wave_summary,
+    wave_targets,
+)
 from tests.conftest import run_cli, write
 
 
@@ -198,3 +206,14 @@ def test_a_valid_rollout_job_validates(make_repo: Callable[..., Path], users: st
                                 "    rollout: {waves: [1, '50%', '100%'], max_failures: '10%'}\n"})
     write(repo, "servers/srv.yaml", (repo / "servers/srv.yaml").read_text() + "max_parallel: 2\n")
     assert _validate(repo) == []
+
+
+def test_wave_summary_for_the_build_log() -> None:
+    plan = rollout(1, "50%", max_failures=0)
+    waves = plan_waves(["a", "b", "c", "d"], plan)
+    assert wave_summary(0, 0, waves, {"a": "DEPLOYED"}, plan, 4) == (
+        "block 0 wave 1/3: 1 user(s): 1 DEPLOYED; 0 failure(s) in the block, max_failures 0")
+    assert wave_summary(0, 1, waves, {"a": "DEPLOYED", "b": "FAILED"}, plan, 4) == (
+        "block 0 wave 2/3: 1 user(s): 1 FAILED; 1 failure(s) in the block, max_failures 0 exceeded: halted by rollout")
+    assert wave_summary(2, 0, [["x", "y"]], {"x": "DEPLOYED", "y": "UNCHANGED"}, None, 2) == (
+        "block 2 wave 1/1: 2 user(s): 1 DEPLOYED, 1 UNCHANGED")

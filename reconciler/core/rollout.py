@@ -3,9 +3,10 @@
 The engine calls, for each block that has a `rollout`:
 
     waves = plan_waves(recipients, block.rollout)        # list[list[str]]: the users each wave adds
-    for wave in waves:
+    for i, wave in enumerate(waves):
         ... deploy the users of `wave` that have no result yet ...
-        if budget_exceeded(statuses_so_far, block.rollout, len(recipients)):
+        log(wave_summary(block.index, i, waves, results_of_block, block.rollout, len(recipients)))
+        if budget_exceeded(results_of_block.values(), block.rollout, len(recipients)):
             ... every user without a result: NOT_RUN, reason HALTED; the job ends FAILURE; later blocks
             do not run (their users NOT_RUN, reason HALTED too) ...
 
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from reconciler.core.model import Amount, Rollout
 
@@ -121,3 +122,22 @@ def describe(rollout: Rollout | None, recipients: Sequence[str]) -> str:
         return f"1 wave: {sizes[0] if sizes else 0} user(s)"
     return (f"{len(sizes)} wave(s): {', '.join(str(n) for n in sizes)} user(s) "
             f"(max_failures {rollout.max_failures})")
+
+
+def wave_summary(block: int, index: int, waves: Sequence[Sequence[str]], results: Mapping[str, str],
+                 rollout: Rollout | None, total: int) -> str:
+    """The build log's line after a wave: `block 0 wave 2/3: 4 user(s): 3 DEPLOYED, 1 FAILED; 1 of 1
+    failure(s) allowed`. `results`: user -> status, for the block's users so far."""
+    wave = waves[index]
+    counts: dict[str, int] = {}
+    for uid in wave:
+        if uid in results:
+            counts[results[uid]] = counts.get(results[uid], 0) + 1
+    shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no results"
+    line = f"block {block} wave {index + 1}/{len(waves)}: {len(wave)} user(s): {shown}"
+    if rollout is not None:
+        spent = failures(results.values())
+        line += f"; {spent} failure(s) in the block, max_failures {rollout.max_failures}"
+        if budget_exceeded(results.values(), rollout, total):
+            line += f" exceeded: {HALTED}"
+    return line
