@@ -21,6 +21,7 @@ from reconciler.core.rollout import (
     budget_exceeded,
     describe,
     plan_waves,
+    so_far,
     wave_problems,
     wave_summary,
     wave_targets,
@@ -211,9 +212,10 @@ def test_a_valid_rollout_job_validates(make_repo: Callable[..., Path], users: st
 def test_wave_summary_for_the_build_log() -> None:
     plan = rollout(1, "50%", max_failures=0)
     waves = plan_waves(["a", "b", "c", "d"], plan)
-    assert wave_summary(0, 0, waves, {"a": "DEPLOYED"}, plan, 4) == (
-        "block 0 wave 1/3: 1 user(s): 1 DEPLOYED; 0 failure(s) in the block, max_failures 0")
+    assert so_far(waves, 0, {"a": "DEPLOYED", "d": "SKIPPED"}) == ["DEPLOYED"]  # d's wave has not come
+    assert wave_summary(0, 0, waves, {"a": "DEPLOYED", "d": "SKIPPED"}, plan, 4) == (
+        "block 0 wave 1/3: 1 user(s): 1 DEPLOYED; 0 failure(s) so far, max_failures 0")
     assert wave_summary(0, 1, waves, {"a": "DEPLOYED", "b": "FAILED"}, plan, 4) == (
-        "block 0 wave 2/3: 1 user(s): 1 FAILED; 1 failure(s) in the block, max_failures 0 exceeded: halted by rollout")
+        "block 0 wave 2/3: 1 user(s): 1 FAILED; 1 failure(s) so far, max_failures 0 exceeded: halted by rollout")
     assert wave_summary(2, 0, [["x", "y"]], {"x": "DEPLOYED", "y": "UNCHANGED"}, None, 2) == (
         "block 2 wave 1/1: 2 user(s): 1 DEPLOYED, 1 UNCHANGED")

@@ -6,10 +6,12 @@ The engine calls, for each block that has a `rollout`:
     for i, wave in enumerate(waves):
         ... deploy the users of `wave` that have no result yet ...
         log(wave_summary(block.index, i, waves, results_of_block, block.rollout, len(recipients)))
-        if budget_exceeded(results_of_block.values(), block.rollout, len(recipients)):
+        if budget_exceeded(so_far(waves, i, results_of_block), block.rollout, len(recipients)):
             ... every user without a result: NOT_RUN, reason HALTED; the job ends FAILURE; later blocks
             do not run (their users NOT_RUN, reason HALTED too) ...
 
+`so_far` counts only the users of the waves done: a user the failure policy settled up front (SKIPPED
+for broken assets) counts in its own wave, not before it.
 `plan_waves(recipients, None)` is one wave of everybody, and `budget_exceeded(..., None, ...)` is always
 False, so the engine can treat every block alike. A resumed build recomputes the same waves (they
 depend only on the recipients and the rollout) and skips the users that already have a result.
@@ -67,6 +69,11 @@ def plan_waves(recipients: Sequence[str], rollout: Rollout | None) -> list[list[
         waves.append(list(recipients[start:target]))
         start = target
     return waves
+
+
+def so_far(waves: Sequence[Sequence[str]], index: int, results: Mapping[str, str]) -> list[str]:
+    """The statuses of the users of waves 0..index that have a result (what the budget is judged on)."""
+    return [results[uid] for wave in waves[: index + 1] for uid in wave if uid in results]
 
 
 def failures(statuses: Iterable[str]) -> int:
@@ -136,8 +143,8 @@ def wave_summary(block: int, index: int, waves: Sequence[Sequence[str]], results
     shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no results"
     line = f"block {block} wave {index + 1}/{len(waves)}: {len(wave)} user(s): {shown}"
     if rollout is not None:
-        spent = failures(results.values())
-        line += f"; {spent} failure(s) in the block, max_failures {rollout.max_failures}"
-        if budget_exceeded(results.values(), rollout, total):
+        statuses = so_far(waves, index, results)
+        line += f"; {failures(statuses)} failure(s) so far, max_failures {rollout.max_failures}"
+        if budget_exceeded(statuses, rollout, total):
             line += f" exceeded: {HALTED}"
     return line
