@@ -165,3 +165,28 @@ def test_a_frozen_job_runs_on_the_first_pass_after_the_window_at_the_same_tip(ma
         time.sleep(0.2)
     assert reconcile(repo).returncode == 0
     assert states(repo)["j"] == ("SUCCESS", None)
+
+
+def test_the_page_keeps_the_reason_after_a_refresh_in_a_browser(make_repo: Callable[..., Path],
+                                                                serve: Callable[..., Any]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_web_browser import ARGS, CHROMIUM
+
+    repo = make_repo(jobs={"a": job(), "b": job(["a"])})
+    server = serve(repo)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(server.url)
+            row = page.locator("tr[data-job='b']")
+            expect(row.locator(".reason")).to_have_text("waiting for a (PENDING)")
+            page.get_by_role("button", name="REFRESH").click()  # rows rebuilt by the page's script
+            expect(page.locator("#updated")).to_contain_text("updated")
+            expect(row.locator(".status")).to_have_text("WAITING")
+            expect(row.locator(".reason")).to_have_text("waiting for a (PENDING)")
+            assert row.locator(".status").get_attribute("title") == "waiting for a (PENDING)"
+            expect(page.locator("tr[data-job='a'] .reason")).to_have_count(0)
+        finally:
+            browser.close()
