@@ -260,3 +260,16 @@ def test_metrics_show_every_outcome() -> None:
     assert 'reconciler_notifications_total{event="job.failed",format="json",outcome="delivered"} 1.0' in text
     assert 'reconciler_notifications_total{event="job.claimed",format="slack",outcome="dropped"} 0.0' in text
     assert 'reconciler_jobs{status="BLOCKED"} 0.0' in text
+
+
+def test_detail_of_record_is_the_shape_status_prints(make_repo: Any) -> None:
+    from reconciler.core.listing import detail_of_record
+    from reconciler.core.records import parse_record
+    from tests.conftest import run_cli
+
+    repo = make_repo(jobs={"j": "blocks:\n  - {definition: app, server: srv, users: all, "
+                                "content_tokens: {greeting: hi}}\n"})
+    assert run_cli("reconcile", "--repo", str(repo)).returncode == 0
+    printed = json.loads(run_cli("status", "j", "--format", "json", "--repo", str(repo)).stdout)
+    record = parse_record("j", (repo / "status" / "j.json").read_bytes())
+    assert detail_of_record(record, path="jobs/j.yaml").as_json() == printed
