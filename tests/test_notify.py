@@ -238,7 +238,7 @@ def test_an_unset_secret_skips_the_target() -> None:
     sender.emit("job.claimed", DETAIL, SHA)
     sender.close(5)
     assert counts.snapshot() == {("json", "job.claimed", "skipped"): 1}
-    assert seen == [("notify.skipped", {"event": "job.claimed", "url": "http://127.0.0.1:9/x",
+    assert seen == [("notify.skipped", {"notification": "job.claimed", "url": "http://127.0.0.1:9/x",
                                         "why": "secret DEPLOY_SECRET_UNSET is not set"})]
 
 
@@ -273,3 +273,15 @@ def test_detail_of_record_is_the_shape_status_prints(make_repo: Any) -> None:
     printed = json.loads(run_cli("status", "j", "--format", "json", "--repo", str(repo)).stdout)
     record = parse_record("j", (repo / "status" / "j.json").read_bytes())
     assert detail_of_record(record, path="jobs/j.yaml").as_json() == printed
+
+
+def test_a_dead_target_never_holds_up_another(receiver: Receiver) -> None:
+    dead = NotifyTarget(url=_refused_url(), events=("job.claimed",))
+    live = NotifyTarget(url=receiver.url, events=("job.claimed",))
+    sender = Notifier((dead, live), {}, Redactor(), counts=(counts := DeliveryCounts()), backoff=5.0)
+    for _ in range(3):
+        sender.emit("job.claimed", DETAIL, SHA)
+    sender.close(3)  # the dead target is still backing off when the pass ends: its deliveries are dropped
+    assert len(receiver.requests) == 3
+    assert counts.snapshot()[("json", "job.claimed", "delivered")] == 3
+    assert counts.snapshot()[("json", "job.claimed", "dropped")] == 2  # the 2nd and 3rd for the dead target

@@ -11,8 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from reconciler.core.freeze import DAYS
 from reconciler.core.timeutil import iso, utcnow
 from tests.conftest import commit_all, git, run_cli, write
@@ -153,8 +151,6 @@ def test_the_page_shows_the_reason(make_repo: Callable[..., Path], serve: Callab
     assert 'reconciler_notifications_total{event="job.failed",format="json",outcome="delivered"} 0.0' in metrics
 
 
-@pytest.mark.xfail(strict=True, reason="reconcile_pass must pass plan.wakes_at() to quiet.remember (lead's engine "
-                                       "file): a quiet tip otherwise hides the end of a freeze window")
 def test_a_frozen_job_runs_on_the_first_pass_after_the_window_at_the_same_tip(make_repo: Callable[..., Path]) -> None:
     repo = make_repo(jobs={"j": job()})
     end = utcnow().replace(microsecond=0) + timedelta(seconds=4)

@@ -69,6 +69,23 @@ class ServerLimits:
         if semaphore is not None:
             semaphore.release()
 
+    def take(self, server: str, wanted: int, wait: float = 0.0) -> int:
+        """Take up to `wanted` slots without waiting, or up to `wait` seconds for the first; how many were
+        taken (`wanted` for a server without a limit). The engine's dispatcher calls this, never blocking long."""
+        semaphore = self._slots.get(server)
+        if semaphore is None or wanted <= 0:
+            return max(0, wanted)
+        if not semaphore.acquire(timeout=wait) if wait > 0 else not semaphore.acquire(blocking=False):
+            return 0
+        taken = 1
+        while taken < wanted and semaphore.acquire(blocking=False):
+            taken += 1
+        return taken
+
+    def give_back(self, server: str, count: int) -> None:
+        for _ in range(count):
+            self.release(server)
+
 
 class LimitedExecutor:
     """An Executor that never has more than `max_parallel` users of one server in the executor it wraps.

@@ -27,7 +27,8 @@ Formats:
   and `secret` the token (`Authorization: Bearer`). claimed -> pending, finished -> success or failure,
   failed -> failure, blocked -> error. `target_url` is `{page_url}/jobs/<job>` when `page_url` is set.
 
-Delivery: one background thread per notifier, a bounded queue (a full queue drops, it never waits);
+Delivery: one background thread and bounded queue per target (a full queue drops, it never waits; a
+dead target never holds up another);
 up to `attempts` tries per delivery with exponential backoff and jitter on connection errors,
 timeouts, 429 (honouring Retry-After) and 5xx; other answers are final. Every body passes through the
 pass's redactor (which also learns the notify secrets), so no secret value is ever sent. Each outcome
@@ -44,6 +45,7 @@ import json
 import queue
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -95,6 +97,24 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
+class _Lane:
+    """One target's queue and delivery thread: a slow or dead target never holds up the others."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: queue.Queue[Delivery] = queue.Queue(maxsize=size)
+        self.thread: threading.Thread | None = None
+
+    def drained(self, timeout: float) -> bool:
+        done = threading.Event()
+
+        def wait() -> None:
+            self.queue.join()
+            done.set()
+
+        threading.Thread(target=wait, name="notify-close", daemon=True).start()
+        return done.wait(max(0.0, timeout))
+
+
 class Notifier:
     def __init__(self, targets: tuple[NotifyTarget, ...] | list[NotifyTarget], env: Mapping[str, str],
                  redactor: Redactor, *, events: Events | None = None, counts: DeliveryCounts = COUNTS,
@@ -106,12 +126,11 @@ class Notifier:
         self.events = events or (lambda event, data: None)
         self.counts = counts
         self.attempts, self.backoff, self.max_backoff = max(1, attempts), backoff, max_backoff
-        self._queue: queue.Queue[Delivery] = queue.Queue(maxsize=queue_size)
+        self._lanes = [_Lane(queue_size) for _ in self.targets]
         self._stop = threading.Event()
         self._closed = False
         self._client: httpx.Client | None = None
         self._timeout, self._transport = timeout, transport
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         for target in self.targets:  # the redactor masks them wherever they might surface (an error text)
             for name in target.secret_names():
@@ -124,37 +143,34 @@ class Notifier:
         try:
             self._emit(event, detail, commit)
         except Exception as exc:  # a notification must never fail a deployment
-            self.events("notify.error", {"event": event, "error": self.redactor(f"{type(exc).__name__}: {exc}")})
+            self.events("notify.error", {"notification": event,
+                                         "error": self.redactor(f"{type(exc).__name__}: {exc}")})
 
     def close(self, timeout: float = 5.0) -> None:
         """Wait up to `timeout` seconds for queued deliveries, then stop; what is left is counted dropped."""
         with self._lock:
             self._closed = True
-            thread = self._thread
-        if thread is not None:
-            done = threading.Event()
-
-            def drained() -> None:
-                self._queue.join()
-                done.set()
-
-            threading.Thread(target=drained, name="notify-close", daemon=True).start()
-            done.wait(timeout)
-            self._stop.set()
-            thread.join(timeout=max(0.5, min(timeout, self._timeout)))
-        while True:
-            try:
-                left = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            self._count(left, "dropped")
-            self._queue.task_done()
-        if self._client is not None and (thread is None or not thread.is_alive()):
+        deadline = time.monotonic() + timeout
+        for lane in self._lanes:
+            if lane.thread is not None:
+                lane.drained(deadline - time.monotonic())
+        self._stop.set()
+        for lane in self._lanes:
+            if lane.thread is not None:
+                lane.thread.join(timeout=max(0.5, min(timeout, self._timeout)))
+            while True:
+                try:
+                    left = lane.queue.get_nowait()
+                except queue.Empty:
+                    break
+                self._count(left, "dropped")
+                lane.queue.task_done()
+        if self._client is not None and not any(lane.thread and lane.thread.is_alive() for lane in self._lanes):
             self._client.close()
 
     # -- building deliveries --------------------------------------------------------------------------
     def _emit(self, event: str, detail: Mapping[str, Any], commit: str | None) -> None:
-        for target in self.targets:
+        for target, lane in zip(self.targets, self._lanes, strict=True):
             name = _event_for(target, event, detail)
             if name is None:
                 continue
@@ -165,19 +181,19 @@ class Notifier:
                 if self._closed:
                     self._count(delivery, "dropped")
                     continue
-                self._start()
+                self._start(lane)
             try:
-                self._queue.put_nowait(delivery)
+                lane.queue.put_nowait(delivery)
             except queue.Full:
                 self._count(delivery, "dropped")
-                self.events("notify.dropped", {"event": name, "url": target.where(), "why": "queue full"})
+                self.events("notify.dropped", {"notification": name, "url": target.where(), "why": "queue full"})
 
     def _build(self, target: NotifyTarget, event: str, detail: Mapping[str, Any],
                commit: str | None) -> Delivery | None:
         missing = [n for n in target.secret_names() if not self.env.get(n)]
         if missing:
             self.counts.add(target.format, event, "skipped")
-            self.events("notify.skipped", {"event": event, "url": target.where(),
+            self.events("notify.skipped", {"notification": event, "url": target.where(),
                                            "why": f"secret {', '.join(missing)} is not set"})
             return None
         url = target.url or self.env[str(target.url_secret)]
@@ -187,7 +203,7 @@ class Notifier:
         elif target.format == "github-status":
             if not commit:
                 self.counts.add(target.format, event, "skipped")
-                self.events("notify.skipped", {"event": event, "url": target.where(), "why": "no commit"})
+                self.events("notify.skipped", {"notification": event, "url": target.where(), "why": "no commit"})
                 return None
             payload = github_status(event, detail, target.page_url)
             url = f"{url.rstrip('/')}/repos/{target.repository}/statuses/{commit}"
@@ -201,27 +217,28 @@ class Notifier:
             headers[SIGNATURE_HEADER] = signature(self.env[target.secret], body)
         return Delivery(target, event, "POST", url, headers, body)
 
-    # -- the delivery thread --------------------------------------------------------------------------
-    def _start(self) -> None:
-        if self._thread is None:
+    # -- the delivery threads -------------------------------------------------------------------------
+    def _start(self, lane: _Lane) -> None:
+        if self._client is None:
             self._client = httpx.Client(timeout=self._timeout, transport=self._transport, follow_redirects=False)
-            self._thread = threading.Thread(target=self._loop, name="notify", daemon=True)
-            self._thread.start()
+        if lane.thread is None:
+            lane.thread = threading.Thread(target=self._loop, args=(lane,), name="notify", daemon=True)
+            lane.thread.start()
 
-    def _loop(self) -> None:
+    def _loop(self, lane: _Lane) -> None:
         while not self._stop.is_set():
             try:
-                delivery = self._queue.get(timeout=0.2)
+                delivery = lane.queue.get(timeout=0.2)
             except queue.Empty:
                 continue
             try:
                 self._deliver(delivery)
             except Exception as exc:  # never let one delivery end the thread
                 self._count(delivery, "failed")
-                self.events("notify.failed", {"event": delivery.event, "url": delivery.target.where(),
+                self.events("notify.failed", {"notification": delivery.event, "url": delivery.target.where(),
                                               "error": self.redactor(f"{type(exc).__name__}: {exc}")})
             finally:
-                self._queue.task_done()
+                lane.queue.task_done()
 
     def _deliver(self, delivery: Delivery) -> None:
         assert self._client is not None
@@ -247,7 +264,7 @@ class Notifier:
             if self._stop.wait(min(self.max_backoff, wait) * random.uniform(0.5, 1.0)):
                 break  # closing: give up now
         self._count(delivery, "failed")
-        self.events("notify.failed", {"event": delivery.event, "url": delivery.target.where(),
+        self.events("notify.failed", {"notification": delivery.event, "url": delivery.target.where(),
                                       "error": self.redactor(error)})
 
     def _count(self, delivery: Delivery, outcome: str) -> None:

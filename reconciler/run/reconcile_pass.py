@@ -29,6 +29,8 @@ from reconciler.ledger.lock import RepoLock
 if TYPE_CHECKING:  # the modules a pass needs only when it has work: a quiet pass never loads them
     from reconciler.core.plan import Plan
     from reconciler.core.records import LedgerRecord
+    from reconciler.core.redact import Redactor
+    from reconciler.run.notices import PassNotices
 
 
 @dataclass
@@ -110,7 +112,9 @@ def run_pass(options: PassOptions) -> PassResult:
 
 def _full_pass(repo: git.Repo, branch: str, tip: str, remote: str | None, options: PassOptions,
                started: datetime) -> PassResult:
+    from reconciler.core.redact import Redactor
     from reconciler.ledger.load import load_commit_state
+    from reconciler.run.notices import PassNotices
 
     overrides: dict[str, object] = {"concurrency": options.concurrency, "job_concurrency": options.job_concurrency}
     state = load_commit_state(repo, tip, overrides, skip_executed=True)
@@ -121,18 +125,24 @@ def _full_pass(repo: git.Repo, branch: str, tip: str, remote: str | None, option
     result = PassResult(plan)
     in_flight = [j for j in plan.in_flight if not options.only or j == options.only]
     to_run = [j for j in plan.to_run if not options.only or j == options.only]
-    if in_flight or to_run:
-        _run_builds(repo, branch, remote, state, in_flight, to_run, options, started, result)
+    redactor = Redactor()
+    notices = PassNotices(state, options.env, redactor, options.events, repo.state_dir)
+    try:
+        if in_flight or to_run:
+            _run_builds(repo, branch, remote, state, in_flight, to_run, options, started, result, redactor, notices)
+        notices.blocked(plan, result.ran)
+    finally:
+        notices.close()
     if not (plan.to_run or plan.in_flight or plan.problems or result.ran or options.only):
-        due = [j.run_at for name in plan.scheduled if (j := state.desired.jobs.get(name)) and j.run_at]
+        # the next moment time alone changes the plan: a run_at falls due, a freeze window ends
         quiet.remember(repo.state_dir, branch, git.resolve(repo, f"refs/heads/{branch}") or tip,
-                       len(plan.up_to_date), min(due) if due else None)
+                       len(plan.up_to_date), plan.wakes_at())
     return result
 
 
 def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, in_flight: list[str],
-                to_run: list[str], options: PassOptions, started: datetime, result: PassResult) -> None:
-    from reconciler.core.redact import Redactor
+                to_run: list[str], options: PassOptions, started: datetime, result: PassResult,
+                redactor: Redactor, notices: PassNotices) -> None:
     from reconciler.core.snapshot import Snapshot
     from reconciler.ledger.load import load_commit_state
     from reconciler.ledger.writer import LedgerWriter
@@ -140,12 +150,12 @@ def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, 
     from reconciler.run.builds import BuildScheduler
     from reconciler.run.engine import RunContext
     from reconciler.run.executors import ThreadExecutor
+    from reconciler.run.limits import ServerLimits
 
     assert isinstance(state, Snapshot)
     settings = state.settings
     checkout = Checkout(repo, branch, settings.ledger_dir, options.events)
     preflight.check(repo, branch, checkout.checked_out)
-    redactor = Redactor()
     writer = LedgerWriter(repo, branch, state.commit or "", settings.ledger_dir,
                           (settings.commit_name, settings.commit_email), redactor, remote, options.events,
                           lease_seconds=settings.lease_seconds, checkpoint_seconds=settings.checkpoint_seconds,
@@ -154,10 +164,11 @@ def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, 
     executor = ThreadExecutor(lambda task: holder[0].run_local(task), settings.job_concurrency * settings.concurrency)
     ctx = RunContext(repo_root=repo.root, env=options.env, redactor=redactor, sink=writer, executor=executor,
                      concurrency=settings.concurrency, lease_seconds=settings.lease_seconds, stop=options.stop,
-                     on_user=options.on_user, work_root=repo.state_dir / "work")
+                     on_user=options.on_user, work_root=repo.state_dir / "work",
+                     limits=ServerLimits.of(state.desired.servers.values()))
     scheduler = BuildScheduler(state, ctx, writer, started,
                                lambda commit: load_commit_state(repo, commit, {"concurrency": options.concurrency}),
-                               settings.job_concurrency, options.events)
+                               settings.job_concurrency, options.events, notify=notices.build)
     holder.append(scheduler)
     try:
         outcomes = scheduler.run(in_flight, to_run)
