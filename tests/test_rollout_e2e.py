@@ -38,46 +38,43 @@ def reconcile(repo: Path) -> Any:
     return run_cli("reconcile", "--repo", str(repo))
 
 
-def test_a_chain_of_three_jobs_runs_one_link_per_pass(make_repo: Callable[..., Path]) -> None:
+def test_a_chain_of_three_jobs_runs_in_one_pass(make_repo: Callable[..., Path]) -> None:
     repo = make_repo(jobs={"a": job(), "b": job(["a"]), "c": job(["b"])})
     plan = json.loads(run_cli("plan", "--format", "json", "--repo", str(repo)).stdout)
     assert plan["to_run"] == ["a"] and plan["waiting"] == ["b", "c"] and plan["valid"]
     assert plan["reasons"] == {"b": "waiting for a (PENDING)", "c": "waiting for b (WAITING)"}
-    first = reconcile(repo)
-    assert first.returncode == 0, first.stderr
-    assert "b: WAITING, waiting for a (PENDING)" in first.stdout  # the pass's plan was made before a ran
-    # one link per pass for now: b runs on the next pass (status commits trigger nothing)
-    assert states(repo) == {"a": ("SUCCESS", None), "b": ("PENDING", None),
-                            "c": ("WAITING", "waiting for b (PENDING)")}
-    assert reconcile(repo).returncode == 0
-    assert states(repo)["b"] == ("SUCCESS", None) and states(repo)["c"] == ("PENDING", None)
-    assert reconcile(repo).returncode == 0
-    assert {name: state for name, (state, _) in states(repo).items()} == {"a": "SUCCESS", "b": "SUCCESS",
-                                                                           "c": "SUCCESS"}
+    result = reconcile(repo)  # link after link: the pass plans again when a build releases a waiting job
+    assert result.returncode == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["a", "b", "c"]
+    assert states(repo) == {"a": ("SUCCESS", None), "b": ("SUCCESS", None), "c": ("SUCCESS", None)}
+    started = {name: status(repo, name)["last_run_at"] for name in "abc"}
+    assert started["a"] <= started["b"] <= started["c"]
+    finished_a = status(repo, "a")["finished_at"]
+    assert finished_a <= started["b"]  # b was claimed only after a's SUCCESS record
 
 
 def test_a_failure_in_the_middle_blocks_the_last(make_repo: Callable[..., Path]) -> None:
     repo = make_repo(jobs={"a": job(), "b": job(["a"], greeting="'say \"hi'"), "c": job(["b"])})
-    assert reconcile(repo).returncode == 0
-    second = reconcile(repo)  # b renders broken JSON for every user: SKIPPED, so FAILURE
-    assert second.returncode == 1
-    assert states(repo)["b"][0] == "FAILURE"
-    third = reconcile(repo)
-    assert third.returncode == 1  # a problem: c can never run
-    assert "jobs/c.yaml:1: job 'c' will not run: job b ended FAILURE" in third.stderr
-    assert "c: BLOCKED, blocked: job b ended FAILURE" in third.stdout
+    first = reconcile(repo)  # b renders broken JSON for every user: SKIPPED, so FAILURE; c is then blocked
+    assert first.returncode == 1
+    assert {name: state for name, (state, _) in states(repo).items()} == {"a": "SUCCESS", "b": "FAILURE",
+                                                                           "c": "BLOCKED"}
+    assert "c: BLOCKED, blocked: job b ended FAILURE" in first.stdout
+    again = reconcile(repo)
+    assert again.returncode == 1  # a problem: c can never run
+    assert "jobs/c.yaml:1: job 'c' will not run: job b ended FAILURE" in again.stderr
     assert states(repo)["c"] == ("BLOCKED", "blocked: job b ended FAILURE")
     detail = status(repo, "c")
     assert detail["status"] == "BLOCKED" and detail["build_id"] is None
     assert [p["code"] for p in detail["problems"]] == ["AFTER_BLOCKED"]
     text = run_cli("status", "c", "--repo", str(repo)).stdout
     assert "reason:      blocked: job b ended FAILURE" in text
-    # pointing c at a retry of b unblocks it: c waits for the retry, then runs
+    # pointing c at a retry of b unblocks it: the retry runs, then c, in one pass
     write(repo, "jobs/b2.yaml", job(["a"]))
     write(repo, "jobs/c.yaml", job(["b2"]))
     commit_all(repo, "retry b as b2")
     assert states(repo)["c"] == ("WAITING", "waiting for b2 (PENDING)")
-    assert reconcile(repo).returncode == 0 and reconcile(repo).returncode == 0
+    assert reconcile(repo).returncode == 0
     assert states(repo)["c"] == ("SUCCESS", None)
 
 

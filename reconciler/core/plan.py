@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.core import digest
-from reconciler.core.gates import hold_back
+from reconciler.core.gates import dependents, hold_back
 from reconciler.core.problems import Problem
 from reconciler.core.records import RUNNING, Ledger, RecordFacts, listing_state
 from reconciler.core.timeutil import iso
@@ -35,6 +35,23 @@ class Plan:
     reasons: dict[str, str] = field(default_factory=dict)  # job -> why it is WAITING, BLOCKED or FROZEN
     runs_at: dict[str, datetime | None] = field(default_factory=dict)  # frozen/scheduled job -> earliest run
     waits_for: dict[str, tuple[str, ...]] = field(default_factory=dict)  # job -> named jobs not SUCCESS yet
+
+    def block_dependents_of(self, failed: list[str]) -> list[str]:
+        """After builds of these jobs ended FAILURE: every job waiting for them is BLOCKED now (SPEC 9.4).
+        Returns those jobs. A pass uses it so that what it reports matches what it leaves behind."""
+        newly = []
+        for job in sorted(failed):
+            for name in dependents(self.waits_for, job):
+                if self.states.get(name) in ("WAITING", "SCHEDULED", "FROZEN", "PENDING") and name not in newly:
+                    for names in (self.waiting, self.frozen, self.scheduled, self.to_run):
+                        if name in names:
+                            names.remove(name)
+                    self.states[name], self.reasons[name] = "BLOCKED", f"blocked: job {job} ended FAILURE"
+                    self.blocked.append(name)
+                    self.runs_at.pop(name, None)
+                    newly.append(name)
+        self.blocked.sort()
+        return newly
 
     def wakes_at(self) -> datetime | None:
         """The earliest moment this plan changes by time alone (a run_at or the end of a freeze window)."""

@@ -1,7 +1,7 @@
 """The notifications of one pass: what its builds and its plan tell the `notify:` targets (SPEC 9.4).
 
 - `job.claimed` and `job.finished` (also `job.failed`) for each build, from its record;
-- `job.blocked` once per job and reason: for jobs the plan lists BLOCKED, and for the jobs that
+- `job.blocked` once per job and reason: for jobs the plan lists BLOCKED, including the jobs that
   waited (directly or through others) for a build of this pass that ended FAILURE. The jobs already
   told about are remembered in `.git/reconciler/notified-blocked.json` (disposable: if it is lost,
   a blocked job is announced once more), so a daemon polling every 30 s does not repeat itself.
@@ -16,8 +16,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from reconciler.core.gates import dependents
 
 if TYPE_CHECKING:  # a pass without notify targets loads neither httpx nor the record models for this
     from reconciler.core.plan import Plan
@@ -58,15 +56,12 @@ class PassNotices:
         detail = detail_of_record(record, path=jf.path if jf else None, description=description)
         self.notifier.emit(event, detail.as_json(), self.commit_of(record.job, record))
 
-    def blocked(self, plan: Plan, finished: list[LedgerRecord]) -> None:
-        """job.blocked for jobs blocked now that were not announced with this reason before."""
+    def blocked(self, plan: Plan) -> None:
+        """job.blocked for the jobs the plan lists BLOCKED (after `Plan.block_dependents_of` for the builds
+        that just failed) that were not announced with this reason before."""
         if self.notifier is None:
             return
         now = {job: plan.reasons.get(job, "blocked") for job in plan.blocked}
-        for record in finished:
-            if record.status == "FAILURE":
-                for job in dependents(plan.waits_for, record.job):
-                    now.setdefault(job, f"blocked: job {record.job} ended FAILURE")
         from reconciler.core.listing import job_detail
 
         seen = self._seen()

@@ -112,6 +112,7 @@ def run_pass(options: PassOptions) -> PassResult:
 
 def _full_pass(repo: git.Repo, branch: str, tip: str, remote: str | None, options: PassOptions,
                started: datetime) -> PassResult:
+    from reconciler.core.gates import dependents
     from reconciler.core.redact import Redactor
     from reconciler.ledger.load import load_commit_state
     from reconciler.run.notices import PassNotices
@@ -123,14 +124,26 @@ def _full_pass(repo: git.Repo, branch: str, tip: str, remote: str | None, option
         raise UserError(f"{first.as_text()}; fix reconciler.yaml before reconciling")
     plan = state.plan()
     result = PassResult(plan)
-    in_flight = [j for j in plan.in_flight if not options.only or j == options.only]
-    to_run = [j for j in plan.to_run if not options.only or j == options.only]
     redactor = Redactor()
     notices = PassNotices(state, options.env, redactor, options.events, repo.state_dir)
     try:
-        if in_flight or to_run:
-            _run_builds(repo, branch, remote, state, in_flight, to_run, options, started, result, redactor, notices)
-        notices.blocked(plan, result.ran)
+        for round_number in range(MAX_ROUNDS):
+            in_flight = [j for j in plan.in_flight if (not options.only or j == options.only) and not round_number]
+            to_run = [j for j in plan.to_run if not options.only or j == options.only]
+            done = PassResult(plan)
+            if in_flight or to_run:
+                _run_builds(repo, branch, remote, state, in_flight, to_run, options, started, done, redactor, notices)
+                _merge(result, done)
+            plan.block_dependents_of([r.job for r in done.ran if r.status == "FAILURE"])
+            notices.blocked(plan)
+            # `after:` jobs waiting for a build that just succeeded may be due now: plan again on the new tip
+            released = {j for r in done.ran if r.status == "SUCCESS" for j in dependents(plan.waits_for, r.job)}
+            if not released or done.interrupted or done.stopped or options.stop.is_set():
+                break
+            tip = git.resolve(repo, f"refs/heads/{branch}") or tip
+            state = load_commit_state(repo, tip, overrides, skip_executed=True)
+            plan = state.plan()
+            result.plan, notices.state = plan, state
     finally:
         notices.close()
     if not (plan.to_run or plan.in_flight or plan.problems or result.ran or options.only):
@@ -138,6 +151,19 @@ def _full_pass(repo: git.Repo, branch: str, tip: str, remote: str | None, option
         quiet.remember(repo.state_dir, branch, git.resolve(repo, f"refs/heads/{branch}") or tip,
                        len(plan.up_to_date), plan.wakes_at())
     return result
+
+
+MAX_ROUNDS = 100  # rounds of one pass: a chain of `after:` jobs runs link after link, not one link per pass
+
+
+def _merge(result: PassResult, done: PassResult) -> None:
+    result.ran += done.ran
+    result.skipped_in_flight += done.skipped_in_flight
+    result.lost += done.lost
+    result.stopped += done.stopped
+    result.interrupted = result.interrupted or done.interrupted
+    result.commits += done.commits
+    result.pushes += done.pushes
 
 
 def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, in_flight: list[str],
