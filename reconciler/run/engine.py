@@ -265,7 +265,7 @@ class JobRunner:
         for index, wave in enumerate(waves):
             batch = [by_user[uid] for uid in wave if uid in by_user]
             if batch:
-                self.log(f"block {block.index} wave {index + 1}/{len(waves)}: {len(batch)} user(s)")
+                self.log(f"block {block.index} wave {index + 1}/{len(waves)}: starting {len(batch)} user(s)")
             aborted = self._dispatch(block, server, driver, batch, markers) if batch else False
             statuses = {uid: r.status for uid, r in results.items()}
             self.log(wave_summary(block.index, index, waves, statuses, block.rollout, len(everyone)))
