@@ -36,13 +36,14 @@ def job_cells(row: dict[str, Any]) -> list[str]:
 
 STATUS_STYLE = {"SUCCESS": "green", "FAILURE": "red", "WORKING": "yellow", "IN-PROGRESS": "yellow",
                 "INVALID": "red", "MODIFIED": "magenta", "PENDING": "cyan", "SCHEDULED": "blue",
-                "SUSPENDED": "dim", "DELETED": "dim"}
+                "SUSPENDED": "dim", "DELETED": "dim", "WAITING": "cyan", "BLOCKED": "red", "FROZEN": "blue"}
 
 
 def print_job_table(rows: list[dict[str, Any]]) -> None:
     """A table on a terminal; otherwise one tab-separated line per job, never truncated."""
     if sys.stdout.isatty():
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(show_lines=False, header_style="bold")
@@ -52,6 +53,8 @@ def print_job_table(rows: list[dict[str, Any]]) -> None:
             cells = job_cells(row)
             style = STATUS_STYLE.get(row["status"], "")
             cells[7] = f"[{style}]{cells[7]}[/{style}]" if style else cells[7]
+            if row.get("reason"):  # WAITING, BLOCKED, FROZEN: why, under the state
+                cells[7] += f"\n[dim]{escape(row['reason'])}[/dim]"
             table.add_row(*cells)
         Console().print(table)
         return
@@ -67,14 +70,21 @@ def print_job_detail(detail: dict[str, Any]) -> None:
     out.write(f"build id:    {detail['build_id'] or '-'}\n")
     out.write(f"created:     {detail['created_at'] or '-'}\n")
     out.write(f"last run:    {detail['last_run_at'] or '-'}\n")
+    if detail.get("reason"):
+        out.write(f"reason:      {detail['reason']}\n")
+    if detail.get("runs_at"):
+        out.write(f"runs at:     {detail['runs_at']}\n")
     if detail.get("description"):
         out.write(f"description: {detail['description']}\n")
     record = detail.get("record")
     if record and record.get("error"):
         out.write(f"error:       {record['error']}\n")
+    rollout = detail.get("rollout") or []
     for index, block in enumerate(detail["blocks"]):
         out.write(f"\nblock {index}: {block['action']} {block['definition']} ({block['module_type']}) on "
                   f"{block['server']} [{block['environment']} / {block['organization']}]\n")
+        if index < len(rollout) and rollout[index]:
+            out.write(f"  rollout: {rollout[index]['summary']}\n")
         reasons = {}
         if record and index < len(record["blocks"]):
             reasons = record["blocks"][index]["users"]

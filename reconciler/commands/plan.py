@@ -7,6 +7,9 @@ import os
 
 from reconciler.commands._output import emit_json, print_problems
 from reconciler.commands._repo import branch_state
+from reconciler.core.model import recipients
+from reconciler.core.rollout import describe
+from reconciler.core.timeutil import iso
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,9 +37,18 @@ def run(args: argparse.Namespace) -> int:
                 users = ", ".join(server.user_ids) if block.users == "all" else ", ".join(block.users)
                 print(f"  {block.action} {block.definition} on {block.server} "
                       f"({server.environment}/{server.organization}) for {users}")
+                if block.rollout is not None:
+                    print(f"    rollout: {describe(block.rollout, recipients(block, server))}")
         for label, names in (("in flight", plan.in_flight), ("scheduled", plan.scheduled),
                              ("suspended", plan.suspended), ("invalid", plan.invalid), ("modified", plan.modified)):
             if names:
                 print(f"{label}: {', '.join(names)}")
+        for name in [*plan.waiting, *plan.blocked, *plan.frozen]:  # held back by after: or freeze:
+            print(f"{plan.states[name].lower()} {name}: {plan.reasons[name]}")
+        for name in plan.scheduled:
+            runs_at, later = plan.runs_at.get(name), state.desired.jobs.get(name)
+            if later is not None and later.run_at is not None and runs_at != later.run_at:  # run_at is frozen
+                when = iso(runs_at) if runs_at else "not within reach (frozen)"
+                print(f"scheduled {name}: run_at {iso(later.run_at)} is in a freeze window; runs at {when}")
         print(f"{len(plan.to_run)} to run, {len(plan.up_to_date)} up to date")
     return 1 if plan.problems else 0

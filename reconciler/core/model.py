@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from fractions import Fraction
 from functools import cached_property
 from typing import Any
 
@@ -44,6 +45,7 @@ class Server:
     driver: dict[str, Any]
     users: tuple[User, ...]
     description: str = ""
+    max_parallel: int | None = None  # users deployed at once on this server, across the jobs of a pass
 
     @property
     def driver_type(self) -> str:
@@ -100,6 +102,42 @@ class UserTokens:
 
 
 @dataclass(frozen=True)
+class Amount:
+    """A number of users, or a percentage of a block's recipients (`3`, `"10%"`)."""
+
+    value: Fraction
+    percent: bool
+
+    @classmethod
+    def parse(cls, raw: int | str) -> Amount:
+        if isinstance(raw, str) and raw.endswith("%"):
+            return cls(Fraction(raw[:-1]), True)
+        return cls(Fraction(int(raw)), False)
+
+    def of(self, total: int) -> Fraction:
+        """The exact number of users this amounts to among `total` recipients (not rounded)."""
+        return self.value * total / 100 if self.percent else self.value
+
+    def __str__(self) -> str:
+        number = str(self.value) if self.value.denominator == 1 else f"{float(self.value):g}"
+        return f"{number}%" if self.percent else number
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """`rollout:` of a block: cumulative waves and the failure budget (see reconciler.core.rollout)."""
+
+    waves: tuple[Amount, ...]
+    max_failures: Amount = Amount(Fraction(0), False)
+
+
+def rollout_from_data(raw: dict[str, Any] | None) -> Rollout | None:
+    if raw is None:
+        return None
+    return Rollout(tuple(Amount.parse(w) for w in raw["waves"]), Amount.parse(raw.get("max_failures", 0)))
+
+
+@dataclass(frozen=True)
 class Block:
     index: int
     definition: str
@@ -109,6 +147,7 @@ class Block:
     content_tokens: dict[str, TokenValue]
     parameter_tokens: dict[str, TokenValue]
     user_tokens: dict[str, UserTokens]
+    rollout: Rollout | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +162,7 @@ class Job:
     retry_of: str | None
     blocks: tuple[Block, ...]
     spec_digest: str
+    after: tuple[str, ...] = ()  # jobs that must end SUCCESS before this one is claimed
 
 
 def recipients(block: Block, server: Server) -> list[str]:
@@ -147,6 +187,7 @@ def block_from_data(index: int, raw: dict[str, Any]) -> Block:
             )
             for uid, ov in (raw.get("user_tokens") or {}).items()
         },
+        rollout=rollout_from_data(raw.get("rollout")),
     )
 
 
@@ -159,6 +200,7 @@ def server_from_data(name: str, path: str, raw: dict[str, Any]) -> Server:
         driver=dict(raw["driver"]),
         users=tuple(User(u["id"], u.get("name"), u.get("email")) for u in raw["users"]),
         description=raw.get("description", ""),
+        max_parallel=raw.get("max_parallel"),
     )
 
 

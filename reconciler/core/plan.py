@@ -7,9 +7,11 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.core import digest
+from reconciler.core.gates import dependents, hold_back
 from reconciler.core.problems import Problem
 from reconciler.core.records import RUNNING, Ledger, RecordFacts, listing_state
 from reconciler.core.secrets import SecretEnv, unusable_secrets
+from reconciler.core.timeutil import iso
 from reconciler.core.validate import Desired, JobFile
 
 NEVER = (1 << 62, "")
@@ -31,6 +33,35 @@ class Plan:
     deleted: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)  # listing state of every job
+    # rollout control (SPEC 9.4, reconciler.core.gates): jobs held back, why, and when they could run
+    waiting: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    frozen: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # job -> why it is WAITING, BLOCKED or FROZEN
+    runs_at: dict[str, datetime | None] = field(default_factory=dict)  # frozen/scheduled job -> earliest run
+    waits_for: dict[str, tuple[str, ...]] = field(default_factory=dict)  # job -> named jobs not SUCCESS yet
+
+    def block_dependents_of(self, failed: list[str]) -> list[str]:
+        """After builds of these jobs ended FAILURE: every job waiting for them is BLOCKED now (SPEC 9.4).
+        Returns those jobs. A pass uses it so that what it reports matches what it leaves behind."""
+        newly = []
+        for job in sorted(failed):
+            for name in dependents(self.waits_for, job):
+                if self.states.get(name) in ("WAITING", "SCHEDULED", "FROZEN", "PENDING") and name not in newly:
+                    for names in (self.waiting, self.frozen, self.scheduled, self.to_run):
+                        if name in names:
+                            names.remove(name)
+                    self.states[name], self.reasons[name] = "BLOCKED", f"blocked: job {job} ended FAILURE"
+                    self.blocked.append(name)
+                    self.runs_at.pop(name, None)
+                    newly.append(name)
+        self.blocked.sort()
+        return newly
+
+    def wakes_at(self) -> datetime | None:
+        """The earliest moment this plan changes by time alone (a run_at or the end of a freeze window)."""
+        moments = [m for m in self.runs_at.values() if m is not None]
+        return min(moments) if moments else None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +77,11 @@ class Plan:
             "deleted": self.deleted,
             "problems": [p.as_json() for p in self.problems],
             "states": self.states,
+            "waiting": self.waiting,
+            "blocked": self.blocked,
+            "frozen": self.frozen,
+            "reasons": self.reasons,
+            "runs_at": {job: iso(moment) for job, moment in self.runs_at.items()},
         }
 
 
@@ -126,7 +162,9 @@ def plan(desired: Desired, ledger: Ledger, now: datetime,
         else:
             result.states[name] = "PENDING"
             runnable.append(((added.get(name, NEVER)[0], name), name))
-    result.due = [name for _, name in sorted(runnable)]
+    result.to_run = [name for _, name in sorted(runnable)]
+    _hold_back(result, desired, ledger, now)  # after: and freeze: first, then secrets (SPEC 9.4, 9.1 rule 10)
+    result.due, result.to_run = result.to_run, []
     for name in result.due:
         job = desired.job_files[name].job
         unusable = unusable_secrets(job, desired.servers, secrets) if secrets is not None and job else []
@@ -138,3 +176,17 @@ def plan(desired: Desired, ledger: Ledger, now: datetime,
             result.to_run.append(name)
     result.problems.sort(key=Problem.sort_key)
     return result
+
+
+def _hold_back(result: Plan, desired: Desired, ledger: Ledger, now: datetime) -> None:
+    """`after:` and `freeze:` (reconciler.core.gates): due jobs that wait, are blocked or frozen do not run."""
+    held = hold_back(desired, ledger, result.states, now)
+    for name, state in held.states.items():
+        result.states[name] = state
+        {"WAITING": result.waiting, "BLOCKED": result.blocked, "FROZEN": result.frozen}[state].append(name)
+    for names in (result.waiting, result.blocked, result.frozen):
+        names.sort()
+    result.scheduled = [name for name in result.scheduled if name not in held.states]
+    result.to_run = [name for name in result.to_run if name not in held.states]
+    result.problems.extend(held.problems)
+    result.reasons, result.runs_at, result.waits_for = held.reasons, held.runs_at, held.waits_for

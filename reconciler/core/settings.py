@@ -6,8 +6,34 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.core.files import SETTINGS_FILE, TOP_DIRS
+from reconciler.core.freeze import FreezeWindow, window_from_data
 from reconciler.core.problems import Problem
-from reconciler.core.resources import parse_resource
+from reconciler.core.resources import Parsed, parse_resource
+
+NOTIFY_EVENTS = ("job.claimed", "job.finished", "job.failed", "job.blocked")
+NOTIFY_FORMATS = ("json", "slack", "github-status")
+# keys whose change in a pull request changes how every later job runs (SPEC 9.1 rule 14; 9.4 adds the last two)
+HOW_JOBS_RUN = ("branch", "remote", "secret_prefixes", "commit_author", "freeze", "notify")
+
+
+@dataclass(frozen=True)
+class NotifyTarget:
+    """One `notify:` entry. Secrets are environment variable names, read only when delivering."""
+
+    url: str  # the literal URL, or "" when `url_secret` names the variable holding it
+    events: tuple[str, ...]
+    format: str = "json"
+    secret: str | None = None  # json: the HMAC key; github-status: the API token
+    url_secret: str | None = None
+    repository: str | None = None  # github-status: OWNER/REPO
+    page_url: str | None = None  # base URL of `reconciler serve`, for links
+
+    def secret_names(self) -> tuple[str, ...]:
+        return tuple(n for n in (self.url_secret, self.secret) if n)
+
+    def where(self) -> str:
+        """The URL as it may be shown (a URL kept in a secret is shown by its variable's name)."""
+        return self.url or f"{{secret: {self.url_secret}}}"
 
 
 @dataclass(frozen=True)
@@ -23,6 +49,8 @@ class Settings:
     on_interrupt: str = "resume"
     lease_seconds: int = 600
     secret_prefixes: tuple[str, ...] = ("DEPLOY_SECRET_",)
+    freeze: tuple[FreezeWindow, ...] = ()
+    notify: tuple[NotifyTarget, ...] = ()
 
     def override(self, **flags: Any) -> Settings:
         """Command-line flags win over the file; None means 'not given'."""
@@ -44,6 +72,10 @@ def parse_settings(raw: bytes | None) -> tuple[Settings, list[Problem]]:
         line = parsed.doc.line_of(("ledger_dir",)) if parsed.doc else 1
         problems.append(Problem(SETTINGS_FILE, line, f"ledger_dir cannot be {data['ledger_dir']!r}: that folder holds "
                                 "desired state; the ledger needs a folder of its own (default: status)", "SCHEMA"))
+    schema_ok = not problems
+    prefixes = tuple(data.get("secret_prefixes", ["DEPLOY_SECRET_"])) if schema_ok else ()
+    freeze = _freeze(data, parsed, problems) if schema_ok else ()
+    notify = _notify(data, parsed, prefixes, problems) if schema_ok else ()
     if problems:
         return Settings(), problems
     author = data.get("commit_author") or {}
@@ -59,7 +91,43 @@ def parse_settings(raw: bytes | None) -> tuple[Settings, list[Problem]]:
             checkpoint_seconds=float(data.get("checkpoint_seconds", 2.0)),
             on_interrupt=data.get("on_interrupt", "resume"),
             lease_seconds=data.get("lease_seconds", 600),
-            secret_prefixes=tuple(data.get("secret_prefixes", ["DEPLOY_SECRET_"])),
+            secret_prefixes=prefixes,
+            freeze=freeze,
+            notify=notify,
         ),
         [],
     )
+
+
+def _line(parsed: Parsed, path: tuple[Any, ...]) -> int | None:
+    return parsed.doc.line_of(path) if parsed.doc else 1
+
+
+def _freeze(data: dict[str, Any], parsed: Parsed, problems: list[Problem]) -> tuple[FreezeWindow, ...]:
+    windows = []
+    for index, raw in enumerate(data.get("freeze", [])):
+        window, error, key = window_from_data(raw)
+        if window is None:
+            problems.append(Problem(SETTINGS_FILE, _line(parsed, ("freeze", index, *key)), str(error), "SCHEMA"))
+        else:
+            windows.append(window)
+    return tuple(windows)
+
+
+def _notify(data: dict[str, Any], parsed: Parsed, prefixes: tuple[str, ...],
+            problems: list[Problem]) -> tuple[NotifyTarget, ...]:
+    targets = []
+    for index, raw in enumerate(data.get("notify", [])):
+        url, secret = raw["url"], raw.get("secret")
+        for key, value in (("url", url), ("secret", secret)):
+            if isinstance(value, dict) and not any(value["secret"].startswith(p) for p in prefixes):
+                problems.append(Problem(
+                    SETTINGS_FILE, _line(parsed, ("notify", index, key, "secret")),
+                    f"secret {value['secret']!r} is not allowed: secret variables must start with "
+                    f"{' or '.join(prefixes)}", "SECRET_PREFIX"))
+        targets.append(NotifyTarget(
+            url=url if isinstance(url, str) else "", events=tuple(raw["events"]), format=raw.get("format", "json"),
+            secret=secret["secret"] if secret else None,
+            url_secret=url["secret"] if isinstance(url, dict) else None,
+            repository=raw.get("repository"), page_url=raw.get("page_url")))
+    return tuple(targets)

@@ -30,6 +30,7 @@ from reconciler.core.model import (
 from reconciler.core.problems import Problem, ProblemList
 from reconciler.core.render import as_text, placeholders
 from reconciler.core.resources import SUFFIXES, Parsed, name_findings, parse_resource, stem_of
+from reconciler.core.rollout_checks import after_lines, check_block_rollout
 from reconciler.core.settings import Settings
 from reconciler.core.timeutil import parse_time
 
@@ -56,6 +57,7 @@ class JobFile:
     data: dict[str, Any] | None
     problems: list[Problem] = field(default_factory=list)
     job: Job | None = None
+    after_lines: dict[str, int] = field(default_factory=dict)  # job named in `after:` -> its line
 
     @property
     def valid(self) -> bool:
@@ -180,6 +182,7 @@ def _job_from(jf: JobFile, data: dict[str, Any]) -> Job:
         retry_of=data.get("retry_of"),
         blocks=tuple(block_from_data(i, b) for i, b in enumerate(data["blocks"])),
         spec_digest=digest.spec_digest(data),
+        after=tuple(data.get("after", ())),
     )
 
 
@@ -313,6 +316,7 @@ def _check_job(jf: JobFile, parsed: Parsed, servers: dict[str, Server], definiti
             parse_time(run_at)
         except (ValueError, OverflowError) as exc:
             out.add(path, doc.line_of(("run_at",)), f"run_at: {run_at!r} is not a valid time ({exc})", "SCHEMA")
+    jf.after_lines = after_lines(jf.data, doc)
     for index, raw in enumerate(jf.data["blocks"]):
         block = block_from_data(index, raw)
         at: tuple[Any, ...] = ("blocks", index)
@@ -331,6 +335,7 @@ def _check_job(jf: JobFile, parsed: Parsed, servers: dict[str, Server], definiti
         if server is None or definition is None:
             continue
         recipients = _check_users(block, server, at, path, doc, out)
+        check_block_rollout(block, recipients, at, path, doc, out)
         _check_token_values(block, definition, at, path, doc, out)
         _check_configured(block, definition, recipients, at, path, doc, out)
     return out.items

@@ -64,7 +64,8 @@ def claim_record(state: Snapshot, job: str, owner_started: datetime) -> LedgerRe
 
 class BuildScheduler:
     def __init__(self, state: Snapshot, ctx: RunContext, writer: LedgerWriter, started: datetime,
-                 load_claimed: Callable[[str], Snapshot], job_concurrency: int, events: Events) -> None:
+                 load_claimed: Callable[[str], Snapshot], job_concurrency: int, events: Events,
+                 notify: Callable[[str, LedgerRecord], None] | None = None) -> None:
         self.state = state
         self.ctx = ctx
         self.writer = writer
@@ -72,6 +73,7 @@ class BuildScheduler:
         self.load_claimed = load_claimed  # a build resumes exactly what was claimed: its commit's desired state
         self.job_concurrency = max(1, job_concurrency)
         self.events = events
+        self.notify = notify or (lambda event, record: None)  # notify: targets (run/notices.py)
         self.current = Claimed.of(state.desired)  # the tip's desired state and content, shared by its builds
         self.runners: dict[str, JobRunner] = {}
         self.finishing: list[JobRunner] = []  # done running, final record not durable yet: targets still busy
@@ -168,6 +170,7 @@ class BuildScheduler:
                 self.events("job.skipped", {"job": record.job, "reason": lost})
                 continue
             self.events("job.claimed", {"job": record.job, "build_id": record.build_id})
+            self.notify("job.claimed", record)
             claimed.append((self._runner(self.current, self.state.desired.jobs[record.job], record, log,
                                          recovering=False), "claimed"))
         return claimed
@@ -264,6 +267,7 @@ class BuildScheduler:
         self.outcomes.ran.append(final)
         self.events("job.finished", {"job": final.job, "build_id": final.build_id, "status": final.status,
                                      **{k: v for k, v in final.summary.items()}})
+        self.notify("job.finished", final)
 
 
 def _targets(runner: JobRunner) -> set[tuple[str, str]]:

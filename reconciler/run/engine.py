@@ -26,11 +26,13 @@ from reconciler.core.model import Block, Definition, Job, Server, recipients
 from reconciler.core.prepare import ContentCache, Prepared, prepare_user
 from reconciler.core.records import BlockRecord, LedgerRecord, UserResult, outcome
 from reconciler.core.redact import Redactor
+from reconciler.core.rollout import HALTED, budget_exceeded, plan_waves, so_far, wave_summary
 from reconciler.core.timeutil import iso, utcnow
 from reconciler.core.validate import Desired
 from reconciler.drivers.base import DeployRequest, Driver, DriverContext, Outcome
 from reconciler.ledger.writer import BuildLost, LedgerUnavailable
 from reconciler.run.executors import Executor, UserTask
+from reconciler.run.limits import ServerLimits
 
 INTERRUPTED_RUNNING = "interrupted while running; it may have been applied (on_interrupt: fail)"
 INTERRUPTED_NOT_STARTED = "interrupted before it started (on_interrupt: fail)"
@@ -101,6 +103,7 @@ class RunContext:
     on_user: Callable[[str, str, str], None] | None = None  # (job, user, status) for progress
     work_root: Path | None = None  # drivers' private scratch space, under .git/reconciler/
     fenced_executor: bool = False  # the executor guarantees at most once per user by a fence of its own
+    limits: ServerLimits = field(default_factory=lambda: ServerLimits({}))  # max_parallel, across the pass
 
 
 @dataclass
@@ -162,6 +165,7 @@ class JobRunner:
         self._local: dict[tuple[int, str], tuple[Driver, DeployRequest]] = {}
         self._inbox: queue.Queue[tuple[UserTask, Outcome]] = queue.Queue()  # outcomes, from executor threads
         self._waiting: set[tuple[int, str]] = set()  # (block, user) still running for a previous owner
+        self.halted = False  # a block's rollout exceeded its failure budget: later blocks do not run
 
     # -- saving ------------------------------------------------------------------------------------
     def _snapshot(self, **changes: Any) -> LedgerRecord:
@@ -199,7 +203,7 @@ class JobRunner:
             todo = [u for u in recipients(block, server) if u not in done]
             if aborted:
                 for uid in todo:
-                    self._set(block.index, uid, "NOT_RUN", policy.ABORTED_EARLIER)
+                    self._set(block.index, uid, "NOT_RUN", HALTED if self.halted else policy.ABORTED_EARLIER)
                 continue
             self.log(f"block {block.index}: {block.action} {definition.name} on {server.name} "
                      f"({server.environment}/{server.organization}) for {len(todo)} user(s)")
@@ -262,7 +266,34 @@ class JobRunner:
         for p in queue_:
             self._local[(block.index, p.user)] = (driver, deploy_request(
                 self.job, self.record.build_id, block, server, definition, p, self.log))
+        if block.rollout is not None:
+            return self._roll_out(block, server, driver, queue_, markers)
         return self._dispatch(block, server, driver, queue_, markers)
+
+    def _roll_out(self, block: Block, server: Server, driver: Driver, deploy: list[Prepared], markers: bool) -> bool:
+        """`rollout:` waves (reconciler.core.rollout): after each wave, more failures than `max_failures`
+        halt the block (its remaining users NOT_RUN "halted by rollout") and the job. True: stop the job."""
+        assert block.rollout is not None
+        everyone = recipients(block, server)
+        waves = plan_waves(everyone, block.rollout)
+        by_user = {p.user: p for p in deploy}
+        results = self.results[block.index]
+        for index, wave in enumerate(waves):
+            batch = [by_user[uid] for uid in wave if uid in by_user]
+            if batch:
+                self.log(f"block {block.index} wave {index + 1}/{len(waves)}: starting {len(batch)} user(s)")
+            aborted = self._dispatch(block, server, driver, batch, markers) if batch else False
+            statuses = {uid: r.status for uid, r in results.items()}
+            self.log(wave_summary(block.index, index, waves, statuses, block.rollout, len(everyone)))
+            halted = budget_exceeded(so_far(waves, index, statuses), block.rollout, len(everyone))
+            if aborted or halted:
+                reason = HALTED if halted and not aborted else policy.ABORTED_FAILURE
+                for uid in (u for later in waves[index + 1:] for u in later):
+                    if uid not in results:
+                        self._set(block.index, uid, "NOT_RUN", reason)
+                self.halted = halted and not aborted
+                return True
+        return False
 
     def _task(self, block: Block, server: Server, driver: Driver, uid: str) -> UserTask:
         return UserTask(job=self.job.name, build_id=self.record.build_id, epoch=self.record.epoch,
@@ -312,6 +343,9 @@ class JobRunner:
         items = deque(deploy)
         by_user = {p.user: p for p in deploy}
         in_flight: set[str] = {uid for (i, uid) in self._waiting if i == index}
+        self._waiting -= {(index, uid) for uid in in_flight}  # a later rollout wave must not wait for them again
+        holding: set[str] = set()  # users of ours holding one of the server's max_parallel slots
+        limits = self.ctx.limits
         aborted = False
         stopped: str | None = None
         while True:
@@ -321,13 +355,19 @@ class JobRunner:
                 # a wave whose markers cost a durable commit waits for half the slots (fewer, larger commits)
                 wave_min = max(1, self.ctx.concurrency // 2) if markers and in_flight else 1
                 if stopped is None and free >= min(wave_min, len(items)):
-                    wave = [items.popleft() for _ in range(min(free, len(items)))]
-                    stopped = self._start(block, server, driver, wave, markers)
+                    # max_parallel: wait a moment for a slot only when nothing of ours is running to free one
+                    slots = limits.take(server.name, min(free, len(items)), wait=0 if in_flight else 0.5)
+                    wave = [items.popleft() for _ in range(slots)]
+                    stopped = self._start(block, server, driver, wave, markers) if wave else None
                     if stopped is not None:
                         items.extendleft(reversed(wave))
+                        limits.give_back(server.name, slots)
                     else:
                         in_flight.update(p.user for p in wave)
+                        holding.update(p.user for p in wave)
             if not in_flight:
+                if items and not aborted and stopped is None and not self.ctx.stop.is_set():
+                    continue  # the server is full with other builds' users: wait for a slot
                 break
             try:
                 got = [self._inbox.get(timeout=0.5)]
@@ -342,6 +382,9 @@ class JobRunner:
                 if task.build_id != self.record.build_id or task.block != index or task.user not in in_flight:
                     continue
                 in_flight.discard(task.user)
+                if task.user in holding:
+                    holding.discard(task.user)
+                    limits.give_back(server.name, 1)
                 status = self._finish_user(block, by_user.get(task.user), task.user, result)
                 if policy.stops_job(status, self.job.on_failure):
                     aborted = True

@@ -29,6 +29,8 @@ from reconciler.ledger.lock import RepoLock
 if TYPE_CHECKING:  # the modules a pass needs only when it has work: a quiet pass never loads them
     from reconciler.core.plan import Plan
     from reconciler.core.records import LedgerRecord
+    from reconciler.core.redact import Redactor
+    from reconciler.run.notices import PassNotices
 
 
 @dataclass
@@ -110,8 +112,11 @@ def run_pass(options: PassOptions) -> PassResult:
 
 def _full_pass(repo: git.Repo, branch: str, tip: str, remote: str | None, options: PassOptions,
                started: datetime) -> PassResult:
+    from reconciler.core.gates import dependents
+    from reconciler.core.redact import Redactor
     from reconciler.drivers.workspace import clear_work_root
     from reconciler.ledger.load import load_commit_state
+    from reconciler.run.notices import PassNotices
 
     clear_work_root(repo.state_dir / "work")  # rendered content a killed pass left behind (rule 11)
     overrides: dict[str, object] = {"concurrency": options.concurrency, "job_concurrency": options.job_concurrency}
@@ -121,20 +126,51 @@ def _full_pass(repo: git.Repo, branch: str, tip: str, remote: str | None, option
         raise UserError(f"{first.as_text()}; fix reconciler.yaml before reconciling")
     plan = state.plan(options.env)
     result = PassResult(plan)
-    in_flight = [j for j in plan.in_flight if not options.only or j == options.only]
-    to_run = [j for j in plan.to_run if not options.only or j == options.only]
-    if in_flight or to_run:
-        _run_builds(repo, branch, remote, state, in_flight, to_run, options, started, result)
+    redactor = Redactor()
+    notices = PassNotices(state, options.env, redactor, options.events, repo.state_dir)
+    try:
+        for round_number in range(MAX_ROUNDS):
+            in_flight = [j for j in plan.in_flight if (not options.only or j == options.only) and not round_number]
+            to_run = [j for j in plan.to_run if not options.only or j == options.only]
+            done = PassResult(plan)
+            if in_flight or to_run:
+                _run_builds(repo, branch, remote, state, in_flight, to_run, options, started, done, redactor, notices)
+                _merge(result, done)
+            plan.block_dependents_of([r.job for r in done.ran if r.status == "FAILURE"])
+            notices.blocked(plan)
+            # `after:` jobs waiting for a build that just succeeded may be due now: plan again on the new tip
+            released = {j for r in done.ran if r.status == "SUCCESS" for j in dependents(plan.waits_for, r.job)}
+            if not released or done.interrupted or done.stopped or options.stop.is_set():
+                break
+            tip = git.resolve(repo, f"refs/heads/{branch}") or tip
+            state = load_commit_state(repo, tip, overrides, skip_executed=True)
+            plan = state.plan(options.env)
+            result.plan, notices.state = plan, state
+    finally:
+        notices.close()
     if not (plan.to_run or plan.in_flight or plan.problems or result.ran or options.only):
-        due = [j.run_at for name in plan.scheduled if (j := state.desired.jobs.get(name)) and j.run_at]
+        # the next moment time alone changes the plan: a run_at falls due, a freeze window ends
         quiet.remember(repo.state_dir, branch, git.resolve(repo, f"refs/heads/{branch}") or tip,
-                       len(plan.up_to_date), min(due) if due else None)
+                       len(plan.up_to_date), plan.wakes_at())
     return result
 
 
+MAX_ROUNDS = 100  # rounds of one pass: a chain of `after:` jobs runs link after link, not one link per pass
+
+
+def _merge(result: PassResult, done: PassResult) -> None:
+    result.ran += done.ran
+    result.skipped_in_flight += done.skipped_in_flight
+    result.lost += done.lost
+    result.stopped += done.stopped
+    result.interrupted = result.interrupted or done.interrupted
+    result.commits += done.commits
+    result.pushes += done.pushes
+
+
 def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, in_flight: list[str],
-                to_run: list[str], options: PassOptions, started: datetime, result: PassResult) -> None:
-    from reconciler.core.redact import Redactor
+                to_run: list[str], options: PassOptions, started: datetime, result: PassResult,
+                redactor: Redactor, notices: PassNotices) -> None:
     from reconciler.core.snapshot import Snapshot
     from reconciler.drivers.base import DriverContext
     from reconciler.ledger.load import load_commit_state
@@ -143,12 +179,12 @@ def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, 
     from reconciler.run.builds import BuildScheduler
     from reconciler.run.engine import DriverPool, RunContext
     from reconciler.run.executors import ThreadExecutor
+    from reconciler.run.limits import ServerLimits
 
     assert isinstance(state, Snapshot)
     settings = state.settings
     checkout = Checkout(repo, branch, settings.ledger_dir, options.events)
     preflight.check(repo, branch, checkout.checked_out)
-    redactor = Redactor()
     writer = LedgerWriter(repo, branch, state.commit or "", settings.ledger_dir,
                           (settings.commit_name, settings.commit_email), redactor, remote, options.events,
                           lease_seconds=settings.lease_seconds, checkpoint_seconds=settings.checkpoint_seconds,
@@ -159,10 +195,11 @@ def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, 
     pool = DriverPool(DriverContext(repo.root, None, options.env, work_root=work_root, add_secret=redactor.add))
     ctx = RunContext(repo_root=repo.root, env=options.env, redactor=redactor, sink=writer, executor=executor,
                      concurrency=settings.concurrency, lease_seconds=settings.lease_seconds, stop=options.stop,
-                     on_user=options.on_user, work_root=work_root, drivers=pool)
+                     on_user=options.on_user, work_root=work_root, drivers=pool,
+                     limits=ServerLimits.of(state.desired.servers.values()))
     scheduler = BuildScheduler(state, ctx, writer, started,
                                lambda commit: load_commit_state(repo, commit, {"concurrency": options.concurrency}),
-                               settings.job_concurrency, options.events)
+                               settings.job_concurrency, options.events, notify=notices.build)
     holder.append(scheduler)
     try:
         outcomes = scheduler.run(in_flight, to_run)

@@ -22,6 +22,7 @@ class PassSummary:
     up_to_date: int
     interrupted: bool
     extra: dict[str, Any] = field(default_factory=dict)
+    held: list[tuple[str, str, str]] = field(default_factory=list)  # (job, WAITING|BLOCKED|FROZEN, why)
 
     @classmethod
     def of(cls, result: PassResult) -> PassSummary:
@@ -29,7 +30,9 @@ class PassSummary:
         return cls(ran=[(r.job, r.status, r.build_id, {str(k): v for k, v in r.summary.items()}) for r in result.ran],
                    problems=list(plan.problems) if plan else [], to_run=list(plan.to_run) if plan else [],
                    left_in_flight=list(result.skipped_in_flight), lost=list(result.lost),
-                   up_to_date=result.up_to_date, interrupted=result.interrupted)
+                   up_to_date=result.up_to_date, interrupted=result.interrupted,
+                   held=[(job, plan.states[job], plan.reasons.get(job, "")) for job in
+                         sorted([*plan.waiting, *plan.blocked, *plan.frozen])] if plan else [])
 
     @property
     def failed(self) -> bool:
@@ -56,6 +59,7 @@ class PassSummary:
             out.append(f"{job}: {status} (build {build_id}; {shown})")
         out.extend(f"{job}: left alone, claimed by a live reconciler" for job in self.left_in_flight)
         out.extend(f"{job}: not run here, another reconciler owns it" for job in self.lost)
+        out.extend(f"{job}: {state}, {why}" for job, state, why in self.held)
         if not self.ran:
             out.append(f"nothing to do: {self.up_to_date} job(s) up to date")
         return out

@@ -16,12 +16,14 @@ from typing import Any
 
 from reconciler.core import policy
 from reconciler.core.files import SETTINGS_FILE
+from reconciler.core.listing import rollout_json
 from reconciler.core.model import Job, recipients
 from reconciler.core.plan import Plan, plan
 from reconciler.core.prepare import ContentCache, prepare_user, uses_content_secrets
 from reconciler.core.problems import Problem, sort_problems
 from reconciler.core.secrets import SECRET_CODES, SecretEnv
 from reconciler.core.snapshot import Snapshot
+from reconciler.core.timeutil import iso
 from reconciler.errors import UserError
 from reconciler.ledger import git
 from reconciler.ledger.branch import committed_settings
@@ -47,6 +49,7 @@ class BlockPreview:
     action: str
     driver: str
     users: list[UserPreview]
+    rollout: dict[str, Any] | None = None  # waves (users each adds) and budget; None: one wave, no budget
 
 
 @dataclass
@@ -60,6 +63,8 @@ class JobPreview:
     on_failure: str | None = None
     run_at: str | None = None
     build_id: str | None = None  # the base's record, for executed jobs
+    reason: str | None = None  # why it is WAITING, BLOCKED or FROZEN after the merge
+    runs_at: str | None = None  # a frozen or scheduled job: the earliest moment it would run
     blocks: list[BlockPreview] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
@@ -116,7 +121,8 @@ def run_check(repo: git.Repo, base_ref: str, head_ref: str, now: datetime) -> Ch
     if fork is None:
         raise UserError(f"{base_ref} and {head_ref} have no common history; is --base the deployment branch?")
     base_state = load_commit_state(repo, base, jobs=set())  # its settings, ledger and job names
-    trusted = dataclasses.asdict(base_state.settings)  # the head may not change how it is judged
+    # the head may not change how it is judged (shallow: freeze windows and notify targets stay objects)
+    trusted = {f.name: getattr(base_state.settings, f.name) for f in dataclasses.fields(base_state.settings)}
     # jobs the base's ledger shows executed, unchanged in the head, can never run again: not re-judged
     head_state = load_commit_state(repo, head, trusted, skip_executed=True, judged_by=base_state.ledger)
     ledger_dir = base_state.settings.ledger_dir
@@ -180,7 +186,8 @@ def _previews(head: Snapshot, base: Snapshot, result: Plan, changed: list[str],
         state = result.states.get(name, "DELETED" if record else "-")
         preview = JobPreview(job=name, path=jf.path if jf else None, change=touched.get(name, "unchanged"),
                              state=state, runs=name in result.to_run,
-                             build_id=record.build_id if record else None)
+                             build_id=record.build_id if record else None, reason=result.reasons.get(name),
+                             runs_at=iso(result.runs_at.get(name)))
         if jf is not None:
             preview.problems = [p for p in problems if p.path == jf.path]
             if isinstance(jf.data, dict):
@@ -224,7 +231,7 @@ def _render(content: ContentCache, state: Snapshot, job: Job) -> list[BlockPrevi
         aborted = aborted or verdict.aborted
         blocks.append(BlockPreview(block.index, definition.name, definition.module_type, server.name,
                                    server.environment, server.organization, block.action, server.driver_type,
-                                   users))
+                                   users, rollout_json(block.rollout, [p.user for p in prepared])))
     return blocks
 
 

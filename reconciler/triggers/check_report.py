@@ -20,6 +20,10 @@ def _users(block: BlockPreview) -> str:
 def _state_text(job: JobPreview) -> str:
     if job.runs:
         return "runs on merge"
+    if job.state in ("WAITING", "BLOCKED", "FROZEN") and job.reason:
+        return job.reason + (f"; would run at {job.runs_at}" if job.state == "FROZEN" and job.runs_at else "")
+    if job.state == "SCHEDULED" and job.runs_at and job.runs_at != job.run_at:
+        return f"scheduled for {job.run_at}, in a freeze window: would run at {job.runs_at}"
     return {"MODIFIED": "refused: executed job changed", "INVALID": "invalid: never runs",
             "SCHEDULED": f"scheduled for {job.run_at}", "SUSPENDED": "suspended (draft)",
             "DELETED": "file deleted (record kept)", "-": "file deleted"}.get(job.state, job.state)
@@ -46,6 +50,8 @@ def text(result: CheckResult) -> str:
         for block in job.blocks:
             out.append(f"  block {block.index}: {block.action} {block.definition} ({block.module_type}) on "
                        f"{block.server} [{block.environment} / {block.organization}] for {_users(block)}")
+            if block.rollout:
+                out.append(f"    rollout: {block.rollout['summary']}")
             for user in block.users:
                 for note in _user_notes(user):
                     out.append(f"    {user.user}: {note}" + (f" -> {user.outcome}" if user.broken else ""))
@@ -113,7 +119,11 @@ def _md_details(job: JobPreview) -> list[str]:
     for block in job.blocks:
         out += [f"**Block {block.index}**: {block.action} `{block.definition}` ({_md(block.module_type)}) on "
                 f"`{block.server}` ({_md(block.environment)} / {_md(block.organization)}), driver "
-                f"`{block.driver}`", "", "| User | First pass | Notes |", "| --- | --- | --- |"]
+                f"`{block.driver}`", ""]
+        if block.rollout:
+            out += [f"Rollout: {_md(block.rollout['summary'])}; a wave over the budget halts the rest "
+                    "(\"halted by rollout\")", ""]
+        out += ["| User | First pass | Notes |", "| --- | --- | --- |"]
         for user in block.users:
             notes = "<br>".join(_md(n) for n in _user_notes(user))
             out.append(f"| `{_md(user.user)}` | {user.outcome} | {notes} |")

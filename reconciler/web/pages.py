@@ -44,6 +44,7 @@ def table_rows(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for job in jobs:
         for block in job["blocks"] or [{}]:
             rows.append({"job": job["job"], "build_id": job["build_id"], "status": job["status"],
+                         "reason": job.get("reason"),
                          "created_at": job["created_at"], "last_run_at": job["last_run_at"],
                          "environment": block.get("environment"), "organization": block.get("organization"),
                          "module_type": block.get("module_type"), "definition": block.get("definition"),
