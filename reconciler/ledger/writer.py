@@ -353,12 +353,18 @@ class LedgerWriter:
         # claims, takeovers and started markers are waited for; final records are committed with the next
         # tick (checkpoint_seconds) unless a build on the same target waits for them
         urgent = bool(self._waiting_for_unpushed()) or any(b.final and b.expedite for b in dirty)
-        due = now - self._last_commit >= self.checkpoint_seconds
+        due = now - self._last_commit >= self._interval(now)
         if dirty and (urgent or due or self._closing):
             return dirty + [b for b in renew if b not in dirty]
         if renew:
             return renew
         return None
+
+    def _interval(self, now: float) -> float:
+        """Seconds between checkpoint commits: `checkpoint_seconds`, stretched (up to 5 times) while pushes are
+        being rejected, so that several reconcilers on one remote leave room for each other and for humans."""
+        recent = sum(1 for t in self.rejections if now - t < 30)
+        return self.checkpoint_seconds * min(5.0, 1.0 + recent / 2)
 
     def _commit(self, batch: list[_Build]) -> str:
         """Make the batch durable: 'ok', 'unreachable' (retry later) or 'broken' (environment error)."""
