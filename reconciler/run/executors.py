@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from reconciler.drivers.base import Outcome
+from reconciler.errors import EXIT_USAGE, UserError
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,21 @@ OnDone = Callable[[UserTask, Outcome], None]
 Known = Outcome | Literal["running"] | None  # finished (its outcome), still running elsewhere, or unknown
 
 
+class ExecutorUnavailable(UserError):
+    """The executor cannot take or report work now (e.g. the fleet broker cannot be reached). Nothing was
+    lost: the engine stops dispatching, keeps the build WORKING (recoverable) and ends the pass with this
+    one-line message (exit 2; a UserError, so even uncaught it is one line, never a traceback)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_USAGE)
+
+
 class Executor(Protocol):
+    #: True when the executor guarantees at most once per user by a fence of its own, so a recovering build
+    #: may re-submit a user that has a git `started` marker but no fence (`resume` answered None); the
+    #: thread executor has no fence: there a started, non-idempotent user is FAILED "interrupted"
+    fenced: bool
+
     def submit(self, task: UserTask, on_done: OnDone) -> None:
         """Start the deployment; never blocks for the driver call. `on_done` is called exactly once."""
 
@@ -59,9 +74,15 @@ class Executor(Protocol):
     def close(self) -> None:
         """Stop accepting work; wait for what is in flight."""
 
+    def failure(self) -> ExecutorUnavailable | None:
+        """Why outcomes cannot be collected right now (None while they can). An engine waiting for
+        `on_done` checks it: when set, it stops waiting, checkpoints and ends the pass (build WORKING)."""
+
 
 class ThreadExecutor:
     """In-process: `run(task)` (the engine's prepared driver call) on a bounded thread pool."""
+
+    fenced = False
 
     def __init__(self, run: Callable[[UserTask], Outcome], workers: int) -> None:
         self._run = run
@@ -82,3 +103,6 @@ class ThreadExecutor:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+    def failure(self) -> ExecutorUnavailable | None:
+        return None
