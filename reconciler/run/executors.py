@@ -14,11 +14,12 @@ previous owner had handed out, so nothing is run twice that a fence says ran or 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from reconciler.core.settings import ExecutorConfig
 from reconciler.drivers.base import Outcome
 from reconciler.errors import EXIT_USAGE, UserError
 
@@ -106,3 +107,34 @@ class ThreadExecutor:
 
     def failure(self) -> ExecutorUnavailable | None:
         return None
+
+
+# -- choosing the executor (flags > environment > reconciler.yaml) -------------------------------------------
+BROKER_ENV = "RECONCILER_BROKER_URL"
+
+
+def chosen_config(flag: ExecutorConfig | None, settings: ExecutorConfig, env: Mapping[str, str]) -> ExecutorConfig:
+    """The executor a pass uses: `--executor`/`--broker` over reconciler.yaml's `executor:`; the broker URL from
+    the flag, else $RECONCILER_BROKER_URL (where a URL with a password belongs), else the settings."""
+    kind = (flag.type if flag is not None else None) or settings.type
+    broker = (flag.broker if flag is not None else None) or env.get(BROKER_ENV) or settings.broker
+    return ExecutorConfig(type=kind, broker=broker if kind == "celery" else None)
+
+
+def create_executor(config: ExecutorConfig, *, run: Callable[[UserTask], Outcome], workers: int,
+                    repo_url: str | None) -> Executor:
+    """The thread pool, or fleet mode (exit 2 with the install command when the extra is missing)."""
+    if config.type != "celery":
+        return ThreadExecutor(run, workers)
+    from reconciler.run.fleet import require
+
+    require("reconcile --executor celery")
+    if not config.broker:
+        raise UserError(f"the celery executor needs a broker: --broker URL, ${BROKER_ENV}, or executor.broker in "
+                        "reconciler.yaml (e.g. redis://127.0.0.1:6379/0)", EXIT_USAGE)
+    if not repo_url:
+        raise UserError("the celery executor needs a remote that fleet workers can fetch the claimed commit from "
+                        "(--remote, `remote:` in reconciler.yaml, or the branch's upstream)", EXIT_USAGE)
+    from reconciler.run.fleet.executor import CeleryExecutor
+
+    return CeleryExecutor(config.broker, repo_url)
