@@ -137,3 +137,16 @@ def test_the_test_broker_is_safe_and_an_unsafe_one_is_named(client: Any, tmp_pat
         assert reason is not None and "appendfsync" in reason and "always" in reason
     finally:
         unsafe.stop()
+
+
+def test_a_retried_take_after_a_lost_reply_still_runs_once(client: Any) -> None:
+    fences = Fences(client)
+    alive(client, "A")
+    assert fences.take(KEY, "A", 1, idempotent=False, token="t1").verdict == "run"
+    # the reply was lost: the same delivery asks again and finds the fence its own
+    assert fences.take(KEY, "A", 1, idempotent=False, token="t1").verdict == "run"
+    # another delivery of the same message to the same worker waits for the first
+    assert fences.take(KEY, "A", 1, idempotent=False, token="t2").verdict == "running"
+    assert not fences.finish(KEY, "A", 1, Outcome("DEPLOYED"), token="t2"), "only the holding delivery finishes"
+    assert fences.finish(KEY, "A", 1, Outcome("DEPLOYED"), token="t1")
+    assert fences.take(KEY, "A", 1, idempotent=False, token="t1").verdict == "done"
