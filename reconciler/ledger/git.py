@@ -570,9 +570,15 @@ def merge_base_of(repo: Repo, parents: tuple[str, ...]) -> str | None:
 # A worker reads the claimed commit from the deployment repo's remote into a bare mirror of its own.
 
 def remote_url(repo: Repo, remote: str) -> str | None:
-    """The fetch URL of `remote` (what fleet workers read the claimed commit from)."""
+    """The fetch URL of `remote` (what fleet workers read the claimed commit from); a local path is made
+    absolute (workers run elsewhere)."""
     out = repo.git("remote", "get-url", remote, check=False).decode().strip()
-    return out or None
+    if not out:
+        return None
+    scp_like = ":" in out.split("/", 1)[0]  # host:path
+    if "://" in out or scp_like or Path(out).is_absolute():
+        return out
+    return str(((repo.top or repo.git_dir) / out).resolve())
 
 
 def init_bare(path: Path) -> Repo:
