@@ -171,3 +171,43 @@ def test_chaos_four_workers_random_kills_and_a_broker_restart(tmp_path: Path, fl
                         assert not ran, (job, user)
     print(f"chaos: {passes} passes, {kills} worker kills, broker restarted once, {sum(counts.values())} effects, "
           f"0 duplicates, 0 lost; results {dict(results)}")
+
+
+def test_broker_down_before_the_pass_claims_nothing(tmp_path: Path) -> None:
+    from tests.support.fleet import free_port
+
+    log = tmp_path / "effects.jsonl"
+    repo, _ = fleet_repo(tmp_path, {"srv": (effect_driver(log), ["u1"])}, {"job1": job_yaml([block("srv")])})
+    head = git(repo, "rev-parse", "HEAD")
+    result = run_cli("reconcile", "--repo", str(repo), "--broker", f"redis://127.0.0.1:{free_port()}/0")
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "cannot be reached" in errors[0] and "Traceback" not in result.stderr
+    assert git(repo, "rev-parse", "HEAD") == head, "nothing claimed"
+    assert status(repo, "job1")["status"] == "PENDING"
+
+
+def test_broker_down_during_the_pass_keeps_the_build_working_then_completes(
+        tmp_path: Path, fleet: Fleet, redis_server: RedisServer) -> None:
+    log = tmp_path / "effects.jsonl"
+    users = [f"u{i}" for i in range(8)]
+    repo, _ = fleet_repo(tmp_path, {"srv": (effect_driver(log, 1.0), users)}, {"job1": job_yaml([block("srv")])})
+    fleet.start(concurrency=2)
+    proc = reconcile_proc(repo, redis_server.url, tmp_path / "reconcile-1.log", "--concurrency", "2")
+    wait_for(lambda: any(e["kind"] == "started" for e in effects(log)), 120, "a call to start")
+    redis_server.stop()
+    code = proc.wait(180)
+    output = (tmp_path / "reconcile-1.log").read_text()
+    assert code != 0, output
+    assert "Traceback" not in output and "cannot be reached" in output, output
+    assert status(repo, "job1")["status"] == "WORKING"
+    redis_server.start()  # from its AOF
+    again = run_cli("reconcile", "--repo", str(repo), "--broker", redis_server.url, "--concurrency", "4",
+                    timeout=300)
+    assert again.returncode in (0, 1), again.stdout + again.stderr
+    record = status(repo, "job1")
+    assert record["status"] in ("SUCCESS", "FAILURE")
+    counts = effect_counts(log)
+    assert all(n == 1 for n in counts.values()), counts
+    blocks = record["blocks"]
+    assert isinstance(blocks, list) and sorted(blocks[0]["users"]) == users, "no user lost"

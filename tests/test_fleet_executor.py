@@ -205,15 +205,21 @@ def test_worker_without_the_secret_fails_that_user_naming_the_variable(tmp_path:
 
 def test_broker_down_before_dispatch_is_one_clear_error(tmp_path: Path) -> None:
     dead = RedisServer(tmp_path / "never")  # a free port nobody listens on
-    executor = CeleryExecutor(dead.url, str(tmp_path))
+    with pytest.raises(ExecutorUnavailable) as raised:
+        CeleryExecutor(dead.url, str(tmp_path))
+    message = str(raised.value)
+    assert f"127.0.0.1:{dead.port}" in message and "cannot be reached" in message
+    assert "\n" not in message and raised.value.exit_code == 2
+
+
+def test_broker_gone_after_start_fails_submit_and_resume_cleanly(tmp_path: Path, redis_server: RedisServer) -> None:
+    executor = CeleryExecutor(redis_server.url, str(tmp_path), unavailable_after=0.5)
     try:
+        redis_server.stop()
         task = UserTask(job="j", build_id="b", epoch=1, block=0, user="u", desired_commit="0" * 40, server="s",
                         driver_type="command", action="APPLY-AUTO", idempotent=False)
-        with pytest.raises(ExecutorUnavailable) as raised:
+        with pytest.raises(ExecutorUnavailable, match="cannot be reached"):
             executor.submit(task, lambda t, o: None)
-        message = str(raised.value)
-        assert f"127.0.0.1:{dead.port}" in message and "cannot be reached" in message
-        assert "\n" not in message and raised.value.exit_code == 2
         with pytest.raises(ExecutorUnavailable):
             executor.resume([task], lambda t, o: None)
         assert executor.in_flight() == 0

@@ -54,9 +54,14 @@ class CeleryExecutor:
         self.unavailable_after = unavailable_after
         self.on_log = on_log
         self.client = redis_client(broker_url)
+        self._errors = connection_errors()
+        try:  # before anything is claimed: a pass whose broker is gone stops here (exit 2, one line)
+            self.client.ping()
+        except self._errors as exc:
+            self.client.close()
+            raise unreachable(broker_url, exc) from None
         self.fences = Fences(self.client)
         self.app = make_app(broker_url, publisher=True)
-        self._errors = connection_errors()
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
