@@ -280,3 +280,20 @@ def test_resume_reports_running_users_later(tmp_path: Path, fleet: Fleet, redis_
         assert set(known.values()) == {"running"}
         assert {o.status for o in collected.wait(2).values()} == {"DEPLOYED"}
     assert set(effect_counts(log).values()) == {1}
+
+
+def test_resume_never_reruns_a_started_user_this_broker_has_no_record_of(tmp_path: Path,
+                                                                         redis_server: RedisServer) -> None:
+    """A build dispatched elsewhere (the thread pool, another Redis) or forgotten (expired, flushed): a
+    missing fence proves nothing, so a non-idempotent started user is FAILED; an idempotent one re-runs."""
+    forgotten = UserTask(job="j", build_id="20260101T000000Z-j-aaaaaa", epoch=1, block=0, user="u",
+                         desired_commit="0" * 40, server="s", driver_type="command", action="APPLY-AUTO",
+                         idempotent=False)
+    absorbs = UserTask(**{**forgotten.__dict__, "user": "v", "idempotent": True})
+    with CeleryExecutor(redis_server.url, str(tmp_path)) as executor:
+        known = executor.resume([forgotten, absorbs], lambda t, o: None)
+        first = known[forgotten.key]
+        assert isinstance(first, Outcome) and first.status == "FAILED" and "not run again" in first.reason
+        assert known[absorbs.key] is None
+        redis_server.client().set(keys.build_marker(forgotten.build_id), "1")  # this broker dispatched it
+        assert executor.resume([forgotten], lambda t, o: None) == {forgotten.key: None}

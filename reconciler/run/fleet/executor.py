@@ -29,6 +29,9 @@ from reconciler.run.fleet.fence import Decision, Fences, FenceState, parse
 from reconciler.run.fleet.runtime import task_message
 
 SWEEP_CHUNK = 500
+UNKNOWN_FENCE = ("interrupted while its deployment may have been running, and the fleet broker has no record "
+                 "of it (no fence for this build: dispatched by another executor, or expired); not run again "
+                 "(see `reconciler retry`)")
 
 
 @dataclass
@@ -44,7 +47,7 @@ class CeleryExecutor:
     fenced = True
 
     def __init__(self, broker_url: str, repo_url: str, *, poll_seconds: float = 1.0, sweep_seconds: float = 5.0,
-                 redispatch_after: float = 30.0, unavailable_after: float = 30.0,
+                 redispatch_after: float = 30.0, unavailable_after: float = 30.0, publishers: int = 8,
                  on_log: Callable[[UserTask, str], None] | None = None) -> None:
         self.broker_url = broker_url
         self.repo_url = repo_url
@@ -69,25 +72,40 @@ class CeleryExecutor:
         self._closed = False
         self._failure: ExecutorUnavailable | None = None
         self._outbox: queue.Queue[tuple[_Pending, Outcome, tuple[str, ...]] | None] = queue.Queue()
+        # with appendfsync always every publish waits for a disk flush; several publishers share each flush
+        self._to_publish: queue.Queue[UserTask | None] = queue.Queue()
+        self._publish_error: ExecutorUnavailable | None = None
+        self._dispatched = 0  # counted in memory, added to the Redis counter by the collector
+        self._marked: set[str] = set()  # builds whose marker this executor has set
         self._collector = threading.Thread(target=self._collect, name="fleet-collector", daemon=True)
         self._delivery = threading.Thread(target=self._deliver_loop, name="fleet-delivery", daemon=True)
-        self._collector.start()
-        self._delivery.start()
+        self._publishers = [threading.Thread(target=self._publish_loop, name=f"fleet-publish-{i}", daemon=True)
+                            for i in range(max(1, publishers))]
+        for thread in (self._collector, self._delivery, *self._publishers):
+            thread.start()
 
     # -- the Executor protocol --------------------------------------------------------------------
     def submit(self, task: UserTask, on_done: OnDone) -> None:
+        """Registers the user, reads its fence (an unreachable broker raises ExecutorUnavailable here) and
+        queues the publish; a publish that then fails is raised by the next submit and by `failure()`, and the
+        user, still pending, is dispatched again by the sweep once the broker is back."""
         if self._closed:
             raise RuntimeError("the executor is closed")
+        if self._publish_error is not None:
+            raise self._publish_error
         entry = _Pending(task, on_done, time.monotonic())
         with self._lock:
             self._pending[task.key] = entry
         self._wake.set()
         try:
+            if task.build_id not in self._marked:
+                self.client.set(keys.build_marker(task.build_id), "1", ex=keys.BUILD_TTL)
+                self._marked.add(task.build_id)
             decision = self.fences.observe(task.key, task.idempotent)
             if decision.verdict == "done":
                 self._finished(task.key, decision.fence)
             elif decision.verdict != "running":  # absent, or an idempotent user whose worker died
-                self._publish(task)
+                self._to_publish.put(task)
         except self._errors as exc:
             with self._lock:
                 self._pending.pop(task.key, None)
@@ -99,6 +117,8 @@ class CeleryExecutor:
             for start in range(0, len(tasks), SWEEP_CHUNK):
                 chunk = tasks[start:start + SWEEP_CHUNK]
                 decisions += self.fences.observe_many([(t.key, t.idempotent) for t in chunk])
+            builds = sorted({t.build_id for t in tasks})
+            marked = dict(zip(builds, self._exists([keys.build_marker(b) for b in builds]), strict=True))
         except self._errors as exc:
             raise unreachable(self.broker_url, exc) from None
         known: dict[str, Known] = {}
@@ -109,6 +129,10 @@ class CeleryExecutor:
                 with self._lock:
                     self._pending[task.key] = _Pending(task, on_done, time.monotonic())
                 known[task.key] = "running"
+            elif decision.verdict == "absent" and not marked[task.build_id] and not task.idempotent:
+                # no marker: this Redis never saw the build dispatched (another executor ran it) or forgot
+                # it (expired, flushed); a missing fence proves nothing then, so it is not run again
+                known[task.key] = Outcome("FAILED", UNKNOWN_FENCE)
             else:  # never handed out, still queued, or idempotent and abandoned: the engine submits it
                 known[task.key] = None
         self._wake.set()
@@ -118,18 +142,23 @@ class CeleryExecutor:
         """Stop accepting work; with `wait`, until every pending user was delivered (or the broker is gone).
         Users left pending stay recoverable: their fences and queued tasks outlive this process."""
         self._closed = True
-        while wait and self.in_flight() and self._failure is None:
+        while wait and self.in_flight() and self.failure() is None:
             time.sleep(0.05)
+        for _ in self._publishers:
+            self._to_publish.put(None)
+        for thread in self._publishers:
+            thread.join(timeout=30)
         self._stopping.set()
         self._wake.set()
         self._collector.join(timeout=self.poll_seconds + 10)
+        self._count_dispatched()
         self._outbox.put(None)
         self._delivery.join(timeout=60)
         self.app.close()
         self.client.close()
 
     def failure(self) -> ExecutorUnavailable | None:
-        return self._failure
+        return self._failure or self._publish_error
 
     def in_flight(self) -> int:
         with self._lock:
@@ -139,7 +168,26 @@ class CeleryExecutor:
     def _publish(self, task: UserTask) -> None:
         self.app.send_task(keys.TASK_NAME, kwargs=task_message(task, self.repo_url),
                            queue=keys.queue(task.driver_type))
-        self.client.hincrby(keys.METRICS, "dispatched", 1)
+        with self._lock:
+            self._dispatched += 1
+
+    def _publish_loop(self) -> None:
+        while (task := self._to_publish.get()) is not None:
+            try:
+                self._publish(task)
+                self._publish_error = None
+            except Exception as exc:  # the user stays pending: the sweep dispatches it once the broker is back
+                self._publish_error = unreachable(self.broker_url, exc)
+
+    def _count_dispatched(self) -> None:
+        with self._lock:
+            count, self._dispatched = self._dispatched, 0
+        if count:
+            try:
+                self.client.hincrby(keys.METRICS, "dispatched", count)
+            except self._errors:
+                with self._lock:
+                    self._dispatched += count
 
     def _finished(self, key: str, fence: FenceState | None) -> None:
         if fence is None or not fence.done:
@@ -173,6 +221,7 @@ class CeleryExecutor:
                 self._wake.clear()
                 continue
             try:
+                self._count_dispatched()
                 self._drain(builds)
                 if time.monotonic() - last_sweep >= self.sweep_seconds:
                     self._sweep()
@@ -206,10 +255,20 @@ class CeleryExecutor:
             for key, raw in zip(chunk, self.client.mget([keys.fence(k) for k in chunk]), strict=True):
                 self._finished(key, parse(raw))
 
+    def _exists(self, names: list[str]) -> list[bool]:
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(name)
+        return [bool(r) for r in pipe.execute()]
+
     def _sweep(self) -> None:
         """Read every pending user's fence: deliver what is DONE, re-dispatch what was abandoned or lost."""
         with self._lock:
             entries = list(self._pending.values())
+        pipe = self.client.pipeline(transaction=False)
+        for build in sorted({e.task.build_id for e in entries}):  # watched builds keep their marker
+            pipe.expire(keys.build_marker(build), keys.BUILD_TTL)
+        pipe.execute()
         depth: dict[str, int] = {}
         now = time.monotonic()
         for start in range(0, len(entries), SWEEP_CHUNK):
