@@ -182,8 +182,13 @@ class WorkerRuntime:
             try:
                 loaded = self.load(url, task.desired_commit, task.job)
                 request, driver, failure = self._prepare(loaded, task, log)
+            except NotReady:
+                raise
             except LookupError as exc:
                 failure = str(exc)
+            except Exception as exc:  # a broken mirror, an unreadable commit: this user fails, the worker goes on
+                failure = (f"worker {self.worker_id} could not prepare the deployment: {type(exc).__name__}: "
+                           f"{str(exc)[:300]}")
         idempotent = self.idempotent(task)
         token = secrets.token_hex(8)  # this delivery: a retried SET whose reply was lost still finds it ours
 
