@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytest.importorskip("celery", reason="fleet mode needs the extra `fleet`")
@@ -28,6 +29,7 @@ from tests.support.fleet import (
     effect_driver,
     effects,
     fleet_repo,
+    free_port,
     job_yaml,
     wait_for,
 )
@@ -83,7 +85,9 @@ def test_users_spread_over_three_workers_each_effect_once(tmp_path: Path, fleet:
     log = tmp_path / "effects.jsonl"
     repo, remote = fleet_repo(tmp_path, {"srv": (effect_driver(log, 0.3), users)},
                               {"rollout": job_yaml([block("srv")])})
-    workers = [fleet.start(concurrency=2) for _ in range(3)]
+    port = free_port()
+    workers = [fleet.start("--metrics-port", str(port), concurrency=2)] + [fleet.start(concurrency=2)
+                                                                            for _ in range(2)]
     collected = Collected()
     executor = CeleryExecutor(redis_server.url, str(remote))
     try:
@@ -103,6 +107,11 @@ def test_users_spread_over_three_workers_each_effect_once(tmp_path: Path, fleet:
     assert figures["completed_by_status"] == {"DEPLOYED": len(users)}
     assert sum(figures["per_worker"].values()) == len(users) and len(figures["per_worker"]) == 3
     assert figures["queue_depth"][keys.queue("command")] == 0
+    scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text  # any one worker shows the fleet
+    assert f"reconciler_fleet_tasks_dispatched_total {float(len(users))}" in scraped
+    assert f'reconciler_fleet_tasks_completed_total{{status="DEPLOYED"}} {float(len(users))}' in scraped
+    assert "reconciler_fleet_workers_alive 3.0" in scraped and 'queue="reconciler.command"' in scraped
+    assert scraped.count("reconciler_fleet_worker_completed_total{") == 3
 
 
 def test_a_redelivered_or_resubmitted_user_is_never_run_twice(tmp_path: Path, fleet: Fleet,
