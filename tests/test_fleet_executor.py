@@ -201,7 +201,7 @@ def test_worker_without_the_secret_fails_that_user_naming_the_variable(tmp_path:
         outcome = collected.wait(1)[tasks[0].key]
         assert outcome.status == "FAILED" and "DEPLOY_SECRET_API" in outcome.reason
         assert "not set in the environment of worker" in outcome.reason
-        bare.stop()
+        assert bare.stop() == 0, "SIGTERM: warm shutdown, exit 0"
         fleet.start(env={"DEPLOY_SECRET_API": SECRET})
         executor.submit(tasks[1], collected)
         assert collected.wait(2)[tasks[1].key].status == "DEPLOYED"
