@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Any
 
 from reconciler.commands._output import print_problems
+from reconciler.core.settings import ExecutorConfig
 from reconciler.errors import UserError
 from reconciler.eventlog import json_line
 from reconciler.run.reconcile_pass import PassOptions, PassResult, run_pass
@@ -23,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job-concurrency", type=int, metavar="N",
                         help="builds run at once (1 to 64; default: reconciler.yaml, else 4)")
     parser.add_argument("--only", metavar="JOB", help="run only this job")
+    parser.add_argument("--executor", choices=["thread", "celery"],
+                        help="where user deployments run: thread (in this process, the default) or celery (fleet "
+                             "workers; needs the extra `fleet`); default: reconciler.yaml's executor")
+    parser.add_argument("--broker", metavar="URL",
+                        help="Redis broker of the fleet, redis://HOST:PORT/DB (implies --executor celery; "
+                             "default: $RECONCILER_BROKER_URL, else reconciler.yaml)")
     parser.add_argument("--lock-wait", type=float, default=10.0, help=argparse.SUPPRESS)
 
 
@@ -37,7 +44,22 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def executor_flag(args: argparse.Namespace) -> ExecutorConfig | None:
+    """`--executor`/`--broker` as given (None: neither); fleet mode without the extra exits 2 here, at once."""
+    kind = args.executor or ("celery" if args.broker else None)
+    if kind is None:
+        return None
+    if kind == "celery":
+        from reconciler.run.fleet import require
+
+        require("reconcile --executor celery")
+    elif args.broker:
+        raise UserError("--broker is for --executor celery; drop it or choose the celery executor")
+    return ExecutorConfig(type=kind, broker=args.broker)
+
+
 def run(args: argparse.Namespace) -> int:
+    executor = executor_flag(args)
     stop = threading.Event()
     install_stop_handlers(stop)
     if args.job_concurrency is not None and not 1 <= args.job_concurrency <= 64:
@@ -45,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency is not None and not 1 <= args.concurrency <= 256:
         raise UserError(f"--concurrency {args.concurrency}: give 1 to 256")
     options = PassOptions(repo=args.repo, remote=args.remote, branch=args.branch, concurrency=args.concurrency,
-                          job_concurrency=args.job_concurrency, only=args.only, stop=stop, lock_wait=args.lock_wait)
+                          job_concurrency=args.job_concurrency, only=args.only, stop=stop, lock_wait=args.lock_wait,
+                          executor=executor)
     if sys.stderr.isatty():
         result = _with_progress(options)
     else:

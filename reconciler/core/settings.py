@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from reconciler.core.files import SETTINGS_FILE, TOP_DIRS
 from reconciler.core.freeze import FreezeWindow, window_from_data
@@ -37,6 +38,15 @@ class NotifyTarget:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    """Where user deployments run (`executor:` in reconciler.yaml, `--executor`/`--broker` flags): `thread`,
+    the in-process pool (default), or `celery`, fleet workers over a Redis broker (SPEC 9.3)."""
+
+    type: str = "thread"
+    broker: str | None = None  # redis://host:port/db; a URL with a password comes from a flag or the environment
+
+
+@dataclass(frozen=True)
 class Settings:
     branch: str | None = None
     remote: str | None = None
@@ -51,6 +61,7 @@ class Settings:
     secret_prefixes: tuple[str, ...] = ("DEPLOY_SECRET_",)
     freeze: tuple[FreezeWindow, ...] = ()
     notify: tuple[NotifyTarget, ...] = ()
+    executor: ExecutorConfig = ExecutorConfig()
 
     def override(self, **flags: Any) -> Settings:
         """Command-line flags win over the file; None means 'not given'."""
@@ -76,6 +87,8 @@ def parse_settings(raw: bytes | None) -> tuple[Settings, list[Problem]]:
     prefixes = tuple(data.get("secret_prefixes", ["DEPLOY_SECRET_"])) if schema_ok else ()
     freeze = _freeze(data, parsed, problems) if schema_ok else ()
     notify = _notify(data, parsed, prefixes, problems) if schema_ok else ()
+    if schema_ok and (executor_problem := _executor_problem(parsed, data.get("executor"))):
+        problems.append(executor_problem)
     if problems:
         return Settings(), problems
     author = data.get("commit_author") or {}
@@ -94,6 +107,7 @@ def parse_settings(raw: bytes | None) -> tuple[Settings, list[Problem]]:
             secret_prefixes=prefixes,
             freeze=freeze,
             notify=notify,
+            executor=_executor(data.get("executor")),
         ),
         [],
     )
@@ -131,3 +145,21 @@ def _notify(data: dict[str, Any], parsed: Parsed, prefixes: tuple[str, ...],
             url_secret=url["secret"] if isinstance(url, dict) else None,
             repository=raw.get("repository"), page_url=raw.get("page_url")))
     return tuple(targets)
+
+
+# -- executor (fleet mode, SPEC 9.3) ----------------------------------------------------------------------
+
+def _executor(raw: dict[str, Any] | None) -> ExecutorConfig:
+    if not raw:
+        return ExecutorConfig()
+    return ExecutorConfig(type=raw.get("type", "thread"), broker=raw.get("broker"))
+
+
+def _executor_problem(parsed: Any, raw: dict[str, Any] | None) -> Problem | None:
+    """A broker URL is committed with the settings: it must not carry a password."""
+    broker = (raw or {}).get("broker")
+    if not isinstance(broker, str) or not urlsplit(broker).password:
+        return None
+    line = parsed.doc.line_of(("executor", "broker")) if parsed.doc else 1
+    return Problem(SETTINGS_FILE, line, "executor.broker must not contain a password (reconciler.yaml is committed); "
+                   "give the URL with its password in RECONCILER_BROKER_URL or --broker instead", "SECRET_IN_SETTINGS")

@@ -564,3 +564,45 @@ def merge_base_of(repo: Repo, parents: tuple[str, ...]) -> str | None:
     args = ["merge-base", *(["--octopus"] if len(parents) > 2 else []), *parents]
     out = repo.git(*args, check=False).decode().split()
     return out[0] if out else None
+
+
+# -- fleet workers' mirrors (SPEC 9.3; used by reconciler.run.fleet) -------------------------------------
+# A worker reads the claimed commit from the deployment repo's remote into a bare mirror of its own.
+
+def remote_url(repo: Repo, remote: str) -> str | None:
+    """The fetch URL of `remote` (what fleet workers read the claimed commit from); a local path is made
+    absolute (workers run elsewhere)."""
+    out = repo.git("remote", "get-url", remote, check=False).decode().strip()
+    if not out:
+        return None
+    scp_like = ":" in out.split("/", 1)[0]  # host:path
+    if "://" in out or scp_like or Path(out).is_absolute():
+        return out
+    return str(((repo.top or repo.git_dir) / out).resolve())
+
+
+def init_bare(path: Path) -> Repo:
+    """An empty bare repository at `path` (kept as is when it exists)."""
+    if not (path / "HEAD").exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run(["init", "-q", "--bare", str(path)])
+    return Repo(git_dir=path, top=None)
+
+
+def has_commit(repo: Repo, commit: str) -> bool:
+    return _returncode(repo, "cat-file", "-e", f"{commit}^{{commit}}") == 0
+
+
+def fetch_commit(repo: Repo, url: str, commit: str) -> None:
+    """Bring `commit` (and its history) from `url` into `repo`, kept under refs/fleet/; by id first, else
+    every branch (a server that refuses wants of unadvertised ids). RemoteUnreachable when it cannot."""
+    repo.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", url, f"+{commit}:refs/fleet/{commit}",
+             check=False)
+    if has_commit(repo, commit):
+        return
+    try:
+        repo.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", url, "+refs/heads/*:refs/fleet/heads/*")
+    except GitError as exc:
+        raise RemoteUnreachable(f"cannot fetch from {url}: {exc.stderr.strip()[:300]}") from None
+    if not has_commit(repo, commit):
+        raise RemoteUnreachable(f"commit {commit[:12]} is not on any branch of {url}")

@@ -14,12 +14,14 @@ previous owner had handed out, so nothing is run twice that a fence says ran or 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from reconciler.core.settings import ExecutorConfig
 from reconciler.drivers.base import Outcome
+from reconciler.errors import EXIT_USAGE, UserError
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,21 @@ OnDone = Callable[[UserTask, Outcome], None]
 Known = Outcome | Literal["running"] | None  # finished (its outcome), still running elsewhere, or unknown
 
 
+class ExecutorUnavailable(UserError):
+    """The executor cannot take or report work now (e.g. the fleet broker cannot be reached). Nothing was
+    lost: the engine stops dispatching, keeps the build WORKING (recoverable) and ends the pass with this
+    one-line message (exit 2; a UserError, so even uncaught it is one line, never a traceback)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_USAGE)
+
+
 class Executor(Protocol):
+    #: True when the executor guarantees at most once per user by a fence of its own, so a recovering build
+    #: may re-submit a user that has a git `started` marker but no fence (`resume` answered None); the
+    #: thread executor has no fence: there a started, non-idempotent user is FAILED "interrupted"
+    fenced: bool
+
     def submit(self, task: UserTask, on_done: OnDone) -> None:
         """Start the deployment; never blocks for the driver call. `on_done` is called exactly once."""
 
@@ -59,9 +75,15 @@ class Executor(Protocol):
     def close(self) -> None:
         """Stop accepting work; wait for what is in flight."""
 
+    def failure(self) -> ExecutorUnavailable | None:
+        """Why outcomes cannot be collected right now (None while they can). An engine waiting for
+        `on_done` checks it: when set, it stops waiting, checkpoints and ends the pass (build WORKING)."""
+
 
 class ThreadExecutor:
     """In-process: `run(task)` (the engine's prepared driver call) on a bounded thread pool."""
+
+    fenced = False
 
     def __init__(self, run: Callable[[UserTask], Outcome], workers: int) -> None:
         self._run = run
@@ -82,3 +104,37 @@ class ThreadExecutor:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+    def failure(self) -> ExecutorUnavailable | None:
+        return None
+
+
+# -- choosing the executor (flags > environment > reconciler.yaml) -------------------------------------------
+BROKER_ENV = "RECONCILER_BROKER_URL"
+
+
+def chosen_config(flag: ExecutorConfig | None, settings: ExecutorConfig, env: Mapping[str, str]) -> ExecutorConfig:
+    """The executor a pass uses: `--executor`/`--broker` over reconciler.yaml's `executor:`; the broker URL from
+    the flag, else $RECONCILER_BROKER_URL (where a URL with a password belongs), else the settings."""
+    kind = (flag.type if flag is not None else None) or settings.type
+    broker = (flag.broker if flag is not None else None) or env.get(BROKER_ENV) or settings.broker
+    return ExecutorConfig(type=kind, broker=broker if kind == "celery" else None)
+
+
+def create_executor(config: ExecutorConfig, *, run: Callable[[UserTask], Outcome], workers: int,
+                    repo_url: str | None) -> Executor:
+    """The thread pool, or fleet mode (exit 2 with the install command when the extra is missing)."""
+    if config.type != "celery":
+        return ThreadExecutor(run, workers)
+    from reconciler.run.fleet import require
+
+    require("reconcile --executor celery")
+    if not config.broker:
+        raise UserError(f"the celery executor needs a broker: --broker URL, ${BROKER_ENV}, or executor.broker in "
+                        "reconciler.yaml (e.g. redis://127.0.0.1:6379/0)", EXIT_USAGE)
+    if not repo_url:
+        raise UserError("the celery executor needs a remote that fleet workers can fetch the claimed commit from "
+                        "(--remote, `remote:` in reconciler.yaml, or the branch's upstream)", EXIT_USAGE)
+    from reconciler.run.fleet.executor import CeleryExecutor
+
+    return CeleryExecutor(config.broker, repo_url)

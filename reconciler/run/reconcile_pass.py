@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reconciler.core.settings import ExecutorConfig
 from reconciler.core.timeutil import utcnow
 from reconciler.errors import UserError
 from reconciler.ledger import git, quiet
@@ -46,6 +47,8 @@ class PassOptions:
     stop: threading.Event = field(default_factory=threading.Event)
     events: Callable[[str, dict[str, object]], None] = lambda event, data: None
     on_user: Callable[[str, str, str], None] | None = None
+    #: `--executor`/`--broker` (None: reconciler.yaml's `executor:`); see run.executors.chosen_config
+    executor: ExecutorConfig | None = None
 
 
 @dataclass
