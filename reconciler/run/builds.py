@@ -26,7 +26,7 @@ from reconciler.drivers.base import Outcome
 from reconciler.ledger import git
 from reconciler.ledger.writer import BuildLost, LedgerUnavailable, LedgerWriter
 from reconciler.run.engine import BuildLog, Claimed, Interrupted, JobRunner, RunContext, Stopped
-from reconciler.run.executors import UserTask
+from reconciler.run.executors import ExecutorUnavailable, UserTask
 from reconciler.run.ownership import me, recoverable
 
 Events = Callable[[str, dict[str, object]], None]
@@ -257,7 +257,7 @@ class BuildScheduler:
             if problem:
                 self.outcomes.unavailable = problem
             return
-        except LedgerUnavailable as exc:
+        except (LedgerUnavailable, ExecutorUnavailable) as exc:
             self.outcomes.stopped.append(job)
             self.outcomes.unavailable = str(exc)
             return

@@ -390,6 +390,9 @@ class JobRunner:
                     aborted = True
             if got:
                 self._save_checkpoint()
+            elif (failure := self.ctx.executor.failure()) is not None:  # outcomes cannot be collected now
+                self.save()
+                raise failure
         rest = [p.user for p in items]
         if stopped is not None:
             raise Stopped(stopped)

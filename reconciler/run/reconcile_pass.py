@@ -181,7 +181,7 @@ def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, 
     from reconciler.run import preflight
     from reconciler.run.builds import BuildScheduler
     from reconciler.run.engine import DriverPool, RunContext
-    from reconciler.run.executors import ThreadExecutor
+    from reconciler.run.executors import chosen_config, create_executor
     from reconciler.run.limits import ServerLimits
 
     assert isinstance(state, Snapshot)
@@ -193,10 +193,14 @@ def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, 
                           lease_seconds=settings.lease_seconds, checkpoint_seconds=settings.checkpoint_seconds,
                           checkout=checkout)
     holder: list[BuildScheduler] = []
-    executor = ThreadExecutor(lambda task: holder[0].run_local(task), settings.job_concurrency * settings.concurrency)
+    config = chosen_config(options.executor, settings.executor, options.env)
+    repo_url = (git.remote_url(repo, remote) if remote else None) or str(repo.root)
+    executor = create_executor(config, run=lambda task: holder[0].run_local(task),
+                               workers=settings.job_concurrency * settings.concurrency, repo_url=repo_url)
     work_root = repo.state_dir / "work"
     pool = DriverPool(DriverContext(repo.root, None, options.env, work_root=work_root, add_secret=redactor.add))
     ctx = RunContext(repo_root=repo.root, env=options.env, redactor=redactor, sink=writer, executor=executor,
+                     fenced_executor=executor.fenced,
                      concurrency=settings.concurrency, lease_seconds=settings.lease_seconds, stop=options.stop,
                      on_user=options.on_user, work_root=work_root, drivers=pool,
                      limits=ServerLimits.of(state.desired.servers.values()))
