@@ -1,0 +1,156 @@
+"""The chaos harness's report: the guarantees checked against the remote, the logs and the clones."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from chaos_actors import Harness
+
+from tests.support.chaos_checks import (
+    branch_jobs,
+    http_requests_from_target,
+    judge_effects,
+    judge_history,
+    read_history,
+    tip_records,
+)
+from tests.support.chaos_world import FINAL, World, git
+
+
+def clone_state(world: World, clones: list[Path]) -> dict[str, list[str]]:
+    remote_tip = git(world.remote, "rev-parse", "main").strip()
+    dirty, behind = [], []
+    for clone in clones:
+        porcelain = git(clone, "status", "--porcelain", check=False)
+        if porcelain.strip():
+            dirty.append(f"{clone.name}: {porcelain.strip().splitlines()[:5]}")
+        local = git(clone, "rev-parse", "main", check=False).strip()
+        head = git(clone, "symbolic-ref", "-q", "HEAD", check=False).strip()
+        if local != remote_tip or head != "refs/heads/main":
+            behind.append(f"{clone.name}: main {local[:10]} HEAD {head or 'detached'} (remote {remote_tip[:10]})")
+    return {"dirty": dirty, "not_at_remote": behind}
+
+
+def pass_summary(harness: Harness) -> dict[str, Any]:
+    results = [r for runner in harness.runners for r in runner.results]
+    codes = Counter(str(r.rc) for r in results)
+    internal, tracebacks, samples = 0, 0, []
+    events: Counter[str] = Counter()
+    for runner in harness.runners:
+        if runner.log.exists():
+            for line in runner.log.read_text("utf-8", "replace").splitlines():
+                if line.startswith("{"):
+                    try:
+                        events[json.loads(line).get("event", "?")] += 1
+                    except ValueError:
+                        events["<unreadable line>"] += 1
+    for result in results:
+        if result.killed:
+            continue
+        if result.rc == 3:
+            internal += 1
+        if "Traceback" in result.stderr_tail:
+            tracebacks += 1
+        if (result.rc not in (0, 1) or "Traceback" in result.stderr_tail) and len(samples) < 8:
+            lines = [ln for ln in result.stderr_tail.splitlines() if not ln.startswith("{")]
+            samples.append(f"{result.clone} pid {result.pid} rc {result.rc}: {' | '.join(lines[-3:])[:400]}")
+    return {"total": len(results), "killed": sum(r.killed for r in results), "exit_codes": dict(codes),
+            "internal_errors": internal, "tracebacks": tracebacks, "samples": samples, "events": dict(events)}
+
+
+def build_report(*, args: Any, seed: int, hosts: int, world: World, harness: Harness, human: Path,
+                 requests: list[Any], settled: dict[str, Any], forced: list[str], stray_commands: int,
+                 chaos_seconds: float, total_seconds: float, expected_jobs: list[str]) -> dict[str, Any]:
+    history = read_history(world)
+    ledger = judge_history(history)
+    tips = tip_records(world, history)
+    on_branch = branch_jobs(world)
+    lost = sorted(j for j in set(on_branch) | set(expected_jobs)
+                  if (tips.get(j) or {}).get("status") not in FINAL)
+    effects = judge_effects(world, tips, http_requests_from_target(requests), args.on_interrupt)
+    clones = clone_state(world, [r.path for r in harness.runners])
+    attempts = harness.human_attempts
+    human_stats = {"pushes": len(attempts), "attempts_max": max(attempts, default=0),
+                   "attempts_mean": round(statistics.mean(attempts), 2) if attempts else None,
+                   "attempts_histogram": dict(sorted(Counter(attempts).items())), "gave_up": harness.human_gave_up}
+    passes = pass_summary(harness)
+    checks = {
+        "duplicate_command_effects": len(effects["duplicate_command_effects"]),
+        "http_pairs_with_several_idempotency_keys": len(effects["http_pairs_with_several_keys"]),
+        "lost_jobs": len(lost),
+        "unreadable_records": len(ledger["unreadable_record_versions"]),
+        "final_records_reset": len(ledger["final_records_reset"]),
+        "final_records_changed": len(ledger["final_records_changed"]),
+        "records_deleted": len(ledger["records_deleted"]),
+        "epoch_decreased": len(ledger["epoch_decreased"]),
+        "owner_changed_without_epoch_increase": len(ledger["owner_changed_without_epoch_increase"]),
+        "user_results_changed": len(ledger["user_results_changed"]),
+        "jobs_with_several_builds": len(ledger["jobs_with_several_builds"]),
+        "effects_of_another_build": len(effects["effects_of_another_build"]),
+        "http_requests_of_another_build": len(effects["http_requests_of_another_build"]),
+        "command_deployed_without_effect": len(effects["command_deployed_without_effect"]),
+        "command_ran_but_recorded_not_run": len(effects["command_ran_but_recorded_not_run"]),
+        "ledger_commits_without_trailer": len(history.foreign_ledger_commits),
+        "status_commits_outside_ledger": len(history.status_commits_outside_ledger),
+        "dirty_clones": len(clones["dirty"]),
+        "clones_not_at_remote": len(clones["not_at_remote"]),
+        "internal_errors": passes["internal_errors"],
+        "tracebacks": passes["tracebacks"],
+        "not_settled": 0 if settled["settled"] else 1,
+        "human_push_gave_up": harness.human_gave_up,
+    }
+    verdict = {name: {"value": value, "ok": value == 0} for name, value in checks.items()}
+    verdict["human_push_attempts_max"] = {"value": human_stats["attempts_max"], "limit": args.human_max_attempts,
+                                          "ok": human_stats["attempts_max"] <= args.human_max_attempts}
+    return {
+        "ok": all(v["ok"] for v in verdict.values()),
+        "failed": sorted(name for name, v in verdict.items() if not v["ok"]),
+        "config": {"clones": args.clones, "jobs": args.jobs, "users": args.users, "kills": args.kills,
+                   "seed": seed, "on_interrupt": args.on_interrupt, "lease_seconds": args.lease_seconds,
+                   "concurrency": args.concurrency, "hosts": hosts, "pauses": args.pauses, "work": str(world.work)},
+        "seconds": {"chaos": round(chaos_seconds, 1), "settle": settled["seconds"], "total": round(total_seconds, 1)},
+        "kills": {"done": harness.kills_done, "by_aim": dict(harness.kills_by_aim)},
+        "checks": verdict,
+        "human": human_stats,
+        "passes": passes,
+        "ledger": {"commits": history.commits, "merges": history.merges, "records": len(history.versions),
+                   "record_versions": sum(len(v) for v in history.versions.values()),
+                   **ledger,
+                   "ledger_commits_without_trailer": history.foreign_ledger_commits,
+                   "status_commits_outside_ledger": history.status_commits_outside_ledger},
+        "effects": effects,
+        "lost_jobs": lost,
+        "unfinished_at_timeout": settled["unfinished"],
+        "clones": clones,
+        "operator_fixes": harness.operator_fixes,
+        "forced_stops": forced,
+        "stray_commands_killed": stray_commands,
+        "final_statuses": dict(Counter((r or {}).get("status", "none") for r in tips.values())),
+    }
+
+
+def compact(report: dict[str, Any], keep: int = 5) -> dict[str, Any]:
+    """Long lists cut to `keep` examples plus their length (the full report is in report-full.json)."""
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, dict):
+            items = list(value.items())
+            out = {k: cut(v) for k, v in items[:max(keep, 40)]}
+            if len(items) > max(keep, 40):
+                out["..."] = f"{len(items)} entries"
+            return out
+        if isinstance(value, list) and len(value) > keep:
+            return [*(cut(v) for v in value[:keep]), f"... {len(value)} in all"]
+        return value
+
+    short = {k: cut(v) for k, v in report.items() if k not in ("effects", "ledger", "checks")}
+    short["checks"] = {name: check["value"] for name, check in report["checks"].items()}
+    for section in ("effects", "ledger"):
+        short[section] = {k: (cut(v) if not isinstance(v, dict | list) or len(v) <= keep
+                              else {"count": len(v), "examples": cut(list(v.items()) if isinstance(v, dict) else v)})
+                          for k, v in report[section].items()}
+    return short
