@@ -239,9 +239,10 @@ def judge_effects(world: World, tips: dict[str, dict[str, Any] | None], requests
                        for e in effects if final_build.get(e["job"]) not in (None, e["build"])]
     deployed_without_effect = sorted(f"{j}/{u}" for (j, u), s in results["cmd"].items()
                                      if s == "DEPLOYED" and not per_pair.get((j, u)))
-    ran_but_recorded_not_run = sorted(f"{j}/{u}: {s}" for (j, u), s in results["cmd"].items()
-                                      if s in ("NOT_RUN", "SKIPPED") and per_pair.get((j, u)))
     begun = Counter((b["job"], b["user"]) for b in begins)
+    # a command that began had its `started` marker pushed first: recovery can only say FAILED
+    started_but_not_failed = sorted(f"{j}/{u}: {s}" for (j, u), s in results["cmd"].items()
+                                      if s not in ("DEPLOYED", "UNCHANGED", "FAILED") and begun[(j, u)])
     started_twice = {f"{j}/{u}": n for (j, u), n in begun.items() if n > 1}
     interrupted_failed = sum(1 for s in results["cmd"].values() if s == "FAILED")
     # http: one Idempotency-Key per (job, user) across every PUT
@@ -265,7 +266,7 @@ def judge_effects(world: World, tips: dict[str, dict[str, Any] | None], requests
         "duplicate_command_effects": duplicates,
         "command_started_more_than_once": started_twice,
         "command_deployed_without_effect": deployed_without_effect,
-        "command_ran_but_recorded_not_run": ran_but_recorded_not_run,
+        "command_started_but_not_failed": started_but_not_failed,
         "command_users_failed": interrupted_failed,
         "effects_of_another_build": foreign_effects,
         "http_puts": sum(1 for r in requests if r["method"] == "PUT"),
