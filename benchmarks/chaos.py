@@ -125,7 +125,7 @@ def settle(harness: Harness, quiet_passes: int, timeout: float) -> dict[str, Any
         missing = [j for j in jobs if (remote_record(world, j) or {}).get("status") not in FINAL]
         quiet = all(sum(1 for r in runner.results if r.started > since and not r.killed and r.rc in (0, 1))
                     >= quiet_passes for runner in harness.runners)
-        if not missing and quiet and not effect_commands_running():
+        if not missing and quiet and not effect_commands_running(world):
             return {"settled": True, "seconds": round(time.monotonic() - started, 1), "unfinished": []}
         time.sleep(0.5)
     return {"settled": False, "seconds": round(time.monotonic() - started, 1), "unfinished": missing}
@@ -205,7 +205,7 @@ def run(args: argparse.Namespace, seed: int, world: Any, harness: Harness, human
     settled = settle(harness, args.quiet_passes, settle_timeout)
     timeline.add("settled", **settled)
     forced = stop_runners(harness, loops)
-    stray = effect_commands_running()
+    stray = effect_commands_running(world)
     for proc in stray:
         kill_group(proc.pgid)
     report = build_report(args=args, seed=seed, hosts=hosts, world=world, harness=harness, human=human,

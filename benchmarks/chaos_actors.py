@@ -24,6 +24,7 @@ from tests.support.chaos_world import (
     World,
     git,
     is_effect_command,
+    is_git,
     is_git_push,
     job_name,
     job_yaml,
@@ -167,7 +168,8 @@ class Harness:
 
     # -- the killer ----------------------------------------------------------------------------------
     def hunt(self, aim: str, timeout: float) -> tuple[Runner, int, str, tuple[int, ...]] | None:
-        """Poll /proc until a live pass is in a `git push` ("push") or runs a driver command ("driver")."""
+        """Poll /proc until a live pass is in a `git push` ("push"), runs a driver command ("driver") or
+        any other git command ("git": a commit, fetch, read-tree or update-ref)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stop_passes.is_set():
             live = {pid: runner for runner, pid in self.live()}
@@ -176,14 +178,16 @@ class Harness:
                 for proc in table.values():
                     if aim == "push" and proc.pgid in live and is_git_push(proc):
                         return live[proc.pgid], proc.pgid, " ".join(proc.argv[:8])[:200], ()
-                    if aim == "driver" and proc.ppid in live and is_effect_command(proc):
+                    if aim == "driver" and proc.ppid in live and is_effect_command(proc, self.world):
                         also = (proc.pgid,) if self.rng.random() < 0.5 else ()
                         return live[proc.ppid], proc.ppid, "effect command running", also
+                    if aim == "git" and proc.pgid in live and is_git(proc) and not is_git_push(proc):
+                        return live[proc.pgid], proc.pgid, " ".join(proc.argv[:8])[:200], ()
             time.sleep(0.005)
         return None
 
     def killer(self, kills: int, interval: float) -> None:
-        aims = ["random"] * 5 + ["push"] * 3 + ["driver"] * 2
+        aims = ["random"] * 4 + ["push"] * 3 + ["driver"] * 2 + ["git"]
         while self.kills_done < kills and not self.stop_passes.is_set():
             time.sleep(self.rng.expovariate(1 / interval))
             aim = self.rng.choice(aims)

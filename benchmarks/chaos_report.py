@@ -18,7 +18,7 @@ from tests.support.chaos_checks import (
     read_history,
     tip_records,
 )
-from tests.support.chaos_world import FINAL, World, git
+from tests.support.chaos_world import FINAL, World, git, read_jsonl
 
 
 def clone_state(world: World, clones: list[Path]) -> dict[str, list[str]]:
@@ -60,6 +60,27 @@ def pass_summary(harness: Harness) -> dict[str, Any]:
             samples.append(f"{result.clone} pid {result.pid} rc {result.rc}: {' | '.join(lines[-3:])[:400]}")
     return {"total": len(results), "killed": sum(r.killed for r in results), "exit_codes": dict(codes),
             "internal_errors": internal, "tracebacks": tracebacks, "samples": samples, "events": dict(events)}
+
+
+def explain_duplicates(world: World, duplicates: dict[str, Any]) -> list[str]:
+    """For each (job, user) run more than once: which clone ran it when, and the kills and pauses between."""
+    timeline = read_jsonl(world.work / "timeline.jsonl")
+    clone_of = {e["pid"]: e["clone"] for e in timeline if e.get("event") == "pass.start"}
+    chaos = [e for e in timeline if e.get("event") in ("kill", "pause", "continue")]
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for effect in read_jsonl(world.effects):
+        key = f"{effect.get('job')}/{effect.get('user')}"
+        if key in duplicates:
+            runs.setdefault(key, []).append(effect)
+    out = []
+    for key, effects in sorted(runs.items())[:10]:
+        effects.sort(key=lambda e: e["t"])
+        t0 = effects[0]["t"]
+        ran = ", ".join(f"{clone_of.get(e['ppid'], '?')} (pid {e['ppid']}) at +{e['t'] - t0:.1f} s" for e in effects)
+        between = [f"{e['event']} {e['clone']} pid {e['pid']}{' (' + e['aim'] + ')' if 'aim' in e else ''}"
+                   f" at +{e['wall'] - t0:.1f} s" for e in chaos if t0 - 3 <= e["wall"] <= effects[-1]["t"]]
+        out.append(f"{key}: run by {ran}; around it: {'; '.join(between) or 'no kill or pause'}")
+    return out
 
 
 def build_report(*, args: Any, seed: int, hosts: int, world: World, harness: Harness, human: Path,
@@ -110,12 +131,12 @@ def build_report(*, args: Any, seed: int, hosts: int, world: World, harness: Har
     return {
         "ok": all(v["ok"] for v in verdict.values()),
         "failed": sorted(name for name, v in verdict.items() if not v["ok"]),
+        "checks": verdict,
         "config": {"clones": args.clones, "jobs": args.jobs, "users": args.users, "kills": args.kills,
                    "seed": seed, "on_interrupt": args.on_interrupt, "lease_seconds": args.lease_seconds,
                    "concurrency": args.concurrency, "hosts": hosts, "pauses": args.pauses, "work": str(world.work)},
         "seconds": {"chaos": round(chaos_seconds, 1), "settle": settled["seconds"], "total": round(total_seconds, 1)},
         "kills": {"done": harness.kills_done, "by_aim": dict(harness.kills_by_aim)},
-        "checks": verdict,
         "human": human_stats,
         "passes": passes,
         "ledger": {"commits": history.commits, "merges": history.merges, "records": len(history.versions),
@@ -123,7 +144,7 @@ def build_report(*, args: Any, seed: int, hosts: int, world: World, harness: Har
                    **ledger,
                    "ledger_commits_without_trailer": history.foreign_ledger_commits,
                    "status_commits_outside_ledger": history.status_commits_outside_ledger},
-        "effects": effects,
+        "effects": {**effects, "duplicates_explained": explain_duplicates(world, effects["duplicate_command_effects"])},
         "lost_jobs": lost,
         "unfinished_at_timeout": settled["unfinished"],
         "clones": clones,
@@ -148,10 +169,19 @@ def compact(report: dict[str, Any], keep: int = 5) -> dict[str, Any]:
             return [*(cut(v) for v in value[:keep]), f"... {len(value)} in all"]
         return value
 
-    short = {k: cut(v) for k, v in report.items() if k not in ("effects", "ledger", "checks")}
-    short["checks"] = {name: check["value"] for name, check in report["checks"].items()}
-    for section in ("effects", "ledger"):
-        short[section] = {k: (cut(v) if not isinstance(v, dict | list) or len(v) <= keep
-                              else {"count": len(v), "examples": cut(list(v.items()) if isinstance(v, dict) else v)})
-                          for k, v in report[section].items()}
+    def section(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: cut(v) if not isinstance(v, dict | list) or len(v) <= keep
+                else {"count": len(v), "examples": cut(list(v.items()) if isinstance(v, dict) else v)}
+                for k, v in values.items()}
+
+    short: dict[str, Any] = {}
+    for key, value in report.items():
+        if key == "failed":
+            short[key] = value
+        elif key == "checks":
+            short[key] = {name: check["value"] for name, check in value.items()}
+        elif key in ("effects", "ledger"):
+            short[key] = section(value)
+        else:
+            short[key] = cut(value)
     return short

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +22,24 @@ from tests.support.two_hosts import Site, freeze, lease_end, owner_host, thaw
 
 LEASE = 10
 HOST_A, HOST_B = "chaos-host-a", "chaos-host-b"
+MakeSite = Callable[..., Site]
 needs_hosts = pytest.mark.skipif(not can_fake_host(), reason="a second host name needs root and unshare -u")
 
 
-def site(tmp_path: Path, users: int, user_seconds: tuple[float, float]) -> Site:
-    world = make_world(tmp_path / "w", users=users, http_url="http://127.0.0.1:9", lease_seconds=LEASE,
-                       concurrency=1, user_seconds=user_seconds)
-    return Site(world)
+@pytest.fixture
+def make_site(tmp_path: Path) -> Iterator[MakeSite]:
+    """make_site(users, user_seconds) -> Site: one remote, 1-at-a-time users, a 10 s lease."""
+    made: list[Site] = []
+
+    def make(users: int, user_seconds: tuple[float, float]) -> Site:
+        world = make_world(tmp_path / "w", users=users, http_url="http://127.0.0.1:9", lease_seconds=LEASE,
+                           concurrency=1, user_seconds=user_seconds)
+        made.append(Site(world))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
 
 
 def history_problems(s: Site) -> dict[str, object]:
@@ -76,8 +88,8 @@ def passes_until(s: Site, clone: Path, host: str, job: str, done: object, deadli
 
 @needs_hosts
 @pytest.mark.timeout(240)
-def test_a_stopped_owner_is_taken_over_only_after_its_lease_and_then_runs_nothing(tmp_path: Path) -> None:
-    s = site(tmp_path, users=4, user_seconds=(0.05, 0.1))
+def test_a_stopped_owner_is_taken_over_only_after_its_lease_then_runs_nothing(make_site: MakeSite) -> None:
+    s = make_site(users=4, user_seconds=(0.05, 0.1))
     a, b = add_clone(s.world, "a"), add_clone(s.world, "b")
     job = s.push_job(0)
     gate = s.hold(job, "u1")
@@ -97,7 +109,8 @@ def test_a_stopped_owner_is_taken_over_only_after_its_lease_and_then_runs_nothin
     continued_at = time.time()
     gate.unlink()  # u1's command, started by A before the freeze, now finishes (its one effect)
     rc = owner.wait(90)
-    late_starts = [x for x in s.begins(job, host=HOST_A) if x["t"] > continued_at]
+    late_starts = [f"{x['user']} +{x['t'] - continued_at:.1f} s" for x in s.begins(job, host=HOST_A)
+                   if x["t"] > continued_at]
     effects = s.effects(job)
     problems = {
         "taken over before the lease expired": early,
@@ -117,8 +130,8 @@ def test_a_stopped_owner_is_taken_over_only_after_its_lease_and_then_runs_nothin
 
 @needs_hosts
 @pytest.mark.timeout(300)
-def test_an_owner_cut_off_from_the_remote_stops_and_never_overwrites_the_new_owner(tmp_path: Path) -> None:
-    s = site(tmp_path, users=8, user_seconds=(0.8, 0.8))
+def test_an_owner_cut_off_from_the_remote_stops_and_never_overwrites_the_new_owner(make_site: MakeSite) -> None:
+    s = make_site(users=8, user_seconds=(0.8, 0.8))
     link = s.world.work / "link-a.git"
     link.symlink_to(s.world.remote)
     a = add_clone(s.world, "a", url=str(link))
@@ -156,10 +169,10 @@ def test_an_owner_cut_off_from_the_remote_stops_and_never_overwrites_the_new_own
 
 
 @pytest.mark.timeout(300)
-def test_two_recoverers_at_once_run_each_remaining_user_exactly_once(tmp_path: Path) -> None:
+def test_two_recoverers_at_once_run_each_remaining_user_exactly_once(make_site: MakeSite) -> None:
     """Kill a clone while u0 of a 4-user command job runs; start two recovery passes in two other clones at
     the same moment (same host: the dead owner is provably dead, both may recover at once). 4 rounds."""
-    s = site(tmp_path, users=4, user_seconds=(0.05, 0.15))
+    s = make_site(users=4, user_seconds=(0.05, 0.15))
     killed, first, second = (add_clone(s.world, name) for name in ("k", "r1", "r2"))
     report = []
     for n in range(4):
@@ -176,10 +189,11 @@ def test_two_recoverers_at_once_run_each_remaining_user_exactly_once(tmp_path: P
         settle(s, [(first, None), (second, None), (killed, None)])
         effects = s.effects(job)
         record = s.record(job)
-        report.append({"job": job, "codes": codes, "status": record.get("status"),
-                       "runs": {u: effects[u] for u in ("u0", "u1", "u2", "u3")},
-                       "users": {u: r["status"] for b in record.get("blocks", []) for u, r in b["users"].items()}})
-    twice = [r for r in report if any(r["runs"][u] != 1 for u in ("u1", "u2", "u3")) or r["runs"]["u0"] > 0]
+        users = {u: r["status"] for b in record.get("blocks", []) for u, r in b["users"].items()}
+        report.append({"job": job, "exit codes": codes, "status": record.get("status"),
+                       "runs, result": {u: f"{effects[u]}, {users.get(u)}" for u in ("u0", "u1", "u2", "u3")}})
+    twice = [r for r in report if any(s.effects(r["job"])[u] != 1 for u in ("u1", "u2", "u3"))
+             or s.effects(r["job"])["u0"] > 0]
     problems = {"rounds where u1-u3 did not run exactly once (or u0 ran)": twice, "history": history_problems(s),
                 "convergence": [p for c in (killed, first, second) for p in converged(s, c)]}
     failed = {k: v for k, v in problems.items() if v}

@@ -280,8 +280,13 @@ def is_git_push(proc: Proc) -> bool:
     return name == "git" and len(argv) > 1 and any(a in ("push", "receive-pack", "send-pack") for a in argv[1:4])
 
 
-def is_effect_command(proc: Proc) -> bool:
-    return any(a.endswith("effect.py") for a in proc.argv[:4])
+def is_effect_command(proc: Proc, world: World | None = None) -> bool:
+    script = str(world.work / "effect.py") if world is not None else None
+    return any(a == script if script else a.endswith("effect.py") for a in proc.argv[:4])
+
+
+def is_git(proc: Proc) -> bool:
+    return bool(proc.argv) and os.path.basename(proc.argv[0]).startswith("git")
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
@@ -327,5 +332,5 @@ def remote_record(world: World, job: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else {"unreadable": proc.stdout}
 
 
-def effect_commands_running() -> list[Proc]:
-    return [p for p in processes().values() if is_effect_command(p)]
+def effect_commands_running(world: World) -> list[Proc]:
+    return [p for p in processes().values() if is_effect_command(p, world)]

@@ -18,7 +18,9 @@ from tests.support.chaos_world import (
     World,
     add_clone,
     descendants,
+    effect_commands_running,
     git,
+    is_git,
     job_name,
     job_yaml,
     kill_group,
@@ -53,8 +55,7 @@ class Pass:
         return self.log.read_text("utf-8", "replace")[-6000:] if self.log.exists() else ""
 
     def git_children(self) -> list[str]:
-        return [" ".join(p.argv[:3]) for p in descendants(self.proc.pid, processes())
-                if p.argv and os.path.basename(p.argv[0]).startswith("git")]
+        return [" ".join(p.argv[:3]) for p in descendants(self.proc.pid, processes()) if is_git(p)]
 
 
 class Site:
@@ -64,6 +65,20 @@ class Site:
         self.world = world
         self.human = add_clone(world, "human", human=True)
         self.passes = 0
+        self.started: list[Pass] = []
+
+    def close(self) -> None:
+        """No pass, stopped process or held command outlives the test."""
+        for gate in self.world.gates.glob("hold-*"):
+            gate.unlink()
+        for running in self.started:
+            if running.proc.poll() is None:
+                kill_group(running.proc.pid, signal.SIGCONT)
+                kill_group(running.proc.pid)
+                running.proc.wait(30)
+        for proc in effect_commands_running(self.world):
+            kill_group(proc.pgid, signal.SIGCONT)
+            kill_group(proc.pgid)
 
     def push_job(self, n: int, kind: str = "cmd") -> str:
         write(self.human, f"jobs/{job_name(n)}.yaml", job_yaml(n, kind))
@@ -82,7 +97,9 @@ class Site:
     def start(self, clone: Path, host: str | None = None) -> Pass:
         self.passes += 1
         log = self.world.work / f"pass-{self.passes:03d}-{clone.name}.log"
-        return Pass(clone, host, log, start_pass(self.world, clone, host, log=log), time.time())
+        running = Pass(clone, host, log, start_pass(self.world, clone, host, log=log), time.time())
+        self.started.append(running)
+        return running
 
     def run(self, clone: Path, host: str | None = None, timeout: float = 120) -> Pass:
         done = self.start(clone, host)
