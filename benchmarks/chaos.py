@@ -71,7 +71,7 @@ class ChaosTarget(Target):
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         server.block_on_close = False
-        server.handle_error = lambda request, address: None  # type: ignore[method-assign]
+        server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self._server = server
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self

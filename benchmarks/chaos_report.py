@@ -38,7 +38,8 @@ def clone_state(world: World, clones: list[Path]) -> dict[str, list[str]]:
 def pass_summary(harness: Harness) -> dict[str, Any]:
     results = [r for runner in harness.runners for r in runner.results]
     codes = Counter(str(r.rc) for r in results)
-    internal, tracebacks, samples = 0, 0, []
+    internal, tracebacks = 0, 0
+    samples: list[str] = []
     events: Counter[str] = Counter()
     for runner in harness.runners:
         if runner.log.exists():

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,7 +175,7 @@ def test_two_recoverers_at_once_run_each_remaining_user_exactly_once(make_site: 
     the same moment (same host: the dead owner is provably dead, both may recover at once). 4 rounds."""
     s = make_site(users=4, user_seconds=(0.05, 0.15))
     killed, first, second = (add_clone(s.world, name) for name in ("k", "r1", "r2"))
-    report = []
+    report: list[dict[str, Any]] = []
     for n in range(4):
         job = s.push_job(n)
         gate = s.hold(job, "u0")

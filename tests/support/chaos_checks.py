@@ -82,7 +82,8 @@ def read_history(world: World, branch: str = "main") -> History:
                "--raw", "--no-renames", "--format=%x00C %H %P%x00%s%x00%(trailers:key=Reconciler-Build,valueonly)",
                branch)
     pending: list[Version] = []
-    commit, subject, trailer, paths = "", "", False, []
+    commit, subject, trailer = "", "", False
+    paths: list[tuple[str, str | None]] = []
 
     def flush() -> None:
         if not commit:
