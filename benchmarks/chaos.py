@@ -2,14 +2,18 @@
 """Chaos harness (issue 12): attack "every job runs exactly once" the way the world will.
 
 One bare remote; N clones, each looping `reconciler reconcile --remote origin` as real processes, each
-pass the leader of its own process group; jobs using a `command` driver whose command appends one line
-per run to an effect log, and jobs using the `http` driver against a target that records every request
-with its Idempotency-Key; a human clone committing unrelated files (and new jobs) with
-`git pull --rebase && git push`; random SIGKILLs of whole process groups (some aimed at a running
-`git push`, some at a running driver command, some also killing that command), optional SIGSTOP pauses
-longer than the lease. When the kill budget is spent, the clones run until every job is final and a few
-passes find nothing to do; then the remote's whole history, the effect log and the request log are
-checked, and a JSON report is printed. Exit 0 when every guarantee held, 1 otherwise.
+pass the leader of its own process group, spread over two host names (`unshare -u`, root only); jobs
+using a `command` driver whose command appends one line per run to an effect log, and jobs using the
+`http` driver against a target that records every request with its Idempotency-Key; a human clone
+committing unrelated files (and new jobs) with `git pull --rebase && git push`. Meanwhile: random
+SIGKILLs of whole process groups (some aimed at a running `git push`, some at a running driver command,
+some also killing that command, some at any other git command), SIGSTOP pauses of about a lease, and
+partitions (a clone's `origin` is a symlink to the remote, renamed away for about a lease).
+
+When the kill budget is spent, the clones run until every job is final and a few passes find nothing to
+do; then the remote's whole history, the effect log and the request log are checked, and a JSON report
+is printed (the full one is written to WORK/report-full.json, the timeline to WORK/timeline.jsonl).
+Exit 0 when every guarantee held, 1 otherwise.
 
     python benchmarks/chaos.py --clones 6 --jobs 20 --users 5 --kills 50 --work /tmp/chaos --seed 1
 """
@@ -91,6 +95,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hosts", type=int, default=2,
                         help="host identities the clones are spread over (unshare -u, root only)")
     parser.add_argument("--pauses", type=int, default=2, help="SIGSTOPs of a pass for about one lease")
+    parser.add_argument("--partitions", type=int, default=2,
+                        help="times one clone is cut off from the remote for about one lease")
     parser.add_argument("--kill-interval", type=float, default=0.6, help="mean seconds between kills")
     parser.add_argument("--pass-pause", type=float, default=0.5, help="max pause between a clone's passes")
     parser.add_argument("--user-seconds", type=float, nargs=2, default=(0.05, 0.4),
@@ -161,10 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     hosts = args.hosts if args.hosts > 1 and can_fake_host() else 1
     timeline = Timeline(work / "timeline.jsonl")
     harness = Harness(world, timeline, rng, args.pass_pause)
+    (work / "links").mkdir()
     for i in range(args.clones):
         name = f"c{i}"
         host = None if i % hosts == 0 else f"chaos-host-{i % hosts}"
-        harness.runners.append(Runner(name, add_clone(world, name), host, work / "logs" / f"{name}.log"))
+        link = work / "links" / f"{name}.git"  # renamed away to cut this clone off (--partitions)
+        link.symlink_to(world.remote)
+        clone = add_clone(world, name, url=str(link))
+        harness.runners.append(Runner(name, clone, host, work / "logs" / f"{name}.log"))
     (work / "logs").mkdir()
     human = add_clone(world, "human", human=True)
     try:
@@ -193,13 +203,17 @@ def run(args: argparse.Namespace, seed: int, world: Any, harness: Harness, human
     killer = threading.Thread(target=harness.killer, args=(args.kills, args.kill_interval), daemon=True)
     every = args.kills * args.kill_interval / max(1, args.pauses)
     pauser = threading.Thread(target=harness.pauser, args=(args.pauses, args.lease_seconds, every), daemon=True)
-    for thread in (human_thread, killer, pauser):
+    every_cut = args.kills * args.kill_interval / max(1, args.partitions)
+    partitioner = threading.Thread(target=harness.partitioner,
+                                   args=(args.partitions, args.lease_seconds, every_cut), daemon=True)
+    for thread in (human_thread, killer, pauser, partitioner):
         thread.start()
     killer.join()
     chaos_seconds = time.monotonic() - t0
     harness.stop_human.set()
     human_thread.join(300)
     pauser.join(args.lease_seconds * 2 + 10)
+    partitioner.join(args.lease_seconds * 2 + 10)
     timeline.add("kills.done", kills=harness.kills_done)
     settle_timeout = args.settle_timeout if args.settle_timeout is not None else 120 + 6 * args.lease_seconds
     settled = settle(harness, args.quiet_passes, settle_timeout)

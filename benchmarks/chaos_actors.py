@@ -224,6 +224,21 @@ class Harness:
                 runner.paused = False
             self.timeline.add("continue", clone=runner.name, pid=pid)
 
+    def partitioner(self, partitions: int, lease: int, every: float) -> None:
+        """Cut one clone off the remote (its `origin` is a symlink, renamed away) for about one lease."""
+        for _ in range(partitions):
+            if self.stop_passes.wait(self.rng.uniform(every / 2, every * 1.5)):
+                return
+            runner = self.rng.choice(self.runners)
+            link = self.world.work / "links" / f"{runner.name}.git"
+            seconds = self.rng.uniform(0.6, 1.6) * lease
+            cut = link.with_suffix(".cut")
+            os.rename(link, cut)
+            self.timeline.add("partition", clone=runner.name, seconds=round(seconds, 1))
+            self.stop_passes.wait(seconds)
+            os.rename(cut, link)
+            self.timeline.add("reconnect", clone=runner.name)
+
     # -- the human -----------------------------------------------------------------------------------
     def human(self, clone: Path, later_jobs: list[int], kills: int) -> None:
         """Commits unrelated notes (and the jobs not in the seed, spread over the kill budget) and pushes
