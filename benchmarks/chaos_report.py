@@ -18,7 +18,7 @@ from tests.support.chaos_checks import (
     read_history,
     tip_records,
 )
-from tests.support.chaos_world import FINAL, World, git, read_jsonl
+from tests.support.chaos_world import FINAL, World, git, job_kind, read_jsonl
 
 
 def clone_state(world: World, clones: list[Path]) -> dict[str, list[str]]:
@@ -33,6 +33,23 @@ def clone_state(world: World, clones: list[Path]) -> dict[str, list[str]]:
         if local != remote_tip or head != "refs/heads/main":
             behind.append(f"{clone.name}: main {local[:10]} HEAD {head or 'detached'} (remote {remote_tip[:10]})")
     return {"dirty": dirty, "not_at_remote": behind}
+
+
+def incomplete_finals(world: World, tips: dict[str, dict[str, Any] | None], users: int) -> dict[str, list[str]]:
+    """Final records must hold one result per user of every block, and their log must be on the branch."""
+    wanted = {f"u{i}" for i in range(users)}
+    logs = set(git(world.remote, "ls-tree", "--name-only", "main", "status/logs/").split())
+    missing_users, missing_logs = [], []
+    for job, record in sorted(tips.items()):
+        if not record or record.get("status") not in FINAL:
+            continue
+        servers = {"cmd": ["cmd"], "api": ["api"], "both": ["cmd", "api"]}[job_kind(int(job.split("-")[1]))]
+        got = [(b.get("server"), set(b.get("users", {}))) for b in record.get("blocks", [])]
+        if got != [(s, wanted) for s in servers]:
+            missing_users.append(f"{job}: {[(s, sorted(u)) for s, u in got]}")
+        if record.get("log") not in logs:
+            missing_logs.append(f"{job}: {record.get('log')}")
+    return {"final_records_missing_users": missing_users, "final_records_without_log": missing_logs}
 
 
 def pass_summary(harness: Harness) -> dict[str, Any]:
@@ -95,6 +112,7 @@ def build_report(*, args: Any, seed: int, hosts: int, world: World, harness: Har
                   if (tips.get(j) or {}).get("status") not in FINAL)
     effects = judge_effects(world, tips, http_requests_from_target(requests), args.on_interrupt)
     clones = clone_state(world, [r.path for r in harness.runners])
+    incomplete = incomplete_finals(world, tips, args.users)
     attempts = harness.human_attempts
     human_stats = {"pushes": len(attempts), "attempts_max": max(attempts, default=0),
                    "attempts_mean": round(statistics.mean(attempts), 2) if attempts else None,
@@ -107,6 +125,8 @@ def build_report(*, args: Any, seed: int, hosts: int, world: World, harness: Har
         "unreadable_records": len(ledger["unreadable_record_versions"]),
         "final_records_reset": len(ledger["final_records_reset"]),
         "final_records_changed": len(ledger["final_records_changed"]),
+        "final_records_missing_users": len(incomplete["final_records_missing_users"]),
+        "final_records_without_log": len(incomplete["final_records_without_log"]),
         "records_deleted": len(ledger["records_deleted"]),
         "epoch_decreased": len(ledger["epoch_decreased"]),
         "owner_changed_without_epoch_increase": len(ledger["owner_changed_without_epoch_increase"]),
@@ -148,6 +168,7 @@ def build_report(*, args: Any, seed: int, hosts: int, world: World, harness: Har
                    "status_commits_outside_ledger": history.status_commits_outside_ledger},
         "effects": {**effects, "duplicates_explained": explain_duplicates(world, effects["duplicate_command_effects"])},
         "lost_jobs": lost,
+        **incomplete,
         "unfinished_at_timeout": settled["unfinished"],
         "clones": clones,
         "operator_fixes": harness.operator_fixes,

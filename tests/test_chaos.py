@@ -60,9 +60,12 @@ def test_chaos_at_ci_size(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_chaos_small(tmp_path: Path) -> None:
+@pytest.mark.parametrize("on_interrupt", ["resume", "fail"])
+def test_chaos_small(tmp_path: Path, on_interrupt: str) -> None:
+    """2 clones, 6 jobs, 10 kills: for development, and for `on_interrupt: fail` (a user whose command had
+    started is FAILED, never NOT_RUN)."""
     report = run_harness(tmp_path / "chaos", "--clones", "2", "--jobs", "6", "--users", "3", "--kills", "10",
-                         "--pauses", "1", timeout=540)
+                         "--pauses", "1", "--partitions", "1", "--on-interrupt", on_interrupt, timeout=540)
     assert_really_attacked(report, 10)
     assert report["ok"], verdict(report)
 
