@@ -113,6 +113,7 @@ def test_the_checks_catch_what_they_are_meant_to_catch(tmp_path: Path) -> None:
     commit({"status/j1.json": rec("j1", "WORKING", 11, 1, {"u0": "FAILED"})}, "status: replay")  # reset, new owner
     commit({"status/j2.json": "{not json"}, "status: j2 broken")
     commit({"status/j2.json": rec("j2", "FAILURE", 12)}, "human: fix a record", trailer=False)
+    git(seed, "commit", "-q", "--allow-empty", "-m", "status: replay\n\nReconciler-Build: replay", env=HUMAN_ENV)
     bare = tmp_path / "remote.git"
     git(tmp_path, "clone", "-q", "--bare", str(seed), str(bare))
     world = World(tmp_path)
@@ -123,6 +124,7 @@ def test_the_checks_catch_what_they_are_meant_to_catch(tmp_path: Path) -> None:
     assert len(judged["user_results_changed"]) == 1, judged
     assert len(judged["owner_changed_without_epoch_increase"]) == 1, judged
     assert len(history.foreign_ledger_commits) == 1, history  # the human's record fix
+    assert len(history.empty_status_commits) == 1, history
     effects = [{"job": "j1", "user": "u0", "build": "20260101T000000Z-j1-abcdef", "pid": p, "ppid": 1, "host": "h"}
                for p in (1, 2)]
     (tmp_path / "effects.log").write_text("".join(json.dumps(e) + "\n" for e in effects))

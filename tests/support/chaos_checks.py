@@ -74,6 +74,7 @@ class History:
     merges: int = 0
     foreign_ledger_commits: list[str] = field(default_factory=list)  # touched status/ without the trailer
     status_commits_outside_ledger: list[str] = field(default_factory=list)
+    empty_status_commits: list[str] = field(default_factory=list)  # SPEC 5.6: nothing new, no commit
 
 
 def read_history(world: World, branch: str = "main") -> History:
@@ -91,6 +92,8 @@ def read_history(world: World, branch: str = "main") -> History:
         ledger = [p for p in paths if p[0].startswith(LEDGER + "/")]
         if ledger and not trailer:
             history.foreign_ledger_commits.append(f"{commit[:10]} {subject}")
+        if trailer and not paths:
+            history.empty_status_commits.append(f"{commit[:10]} {subject}")
         if trailer and len(ledger) != len(paths):
             history.status_commits_outside_ledger.append(f"{commit[:10]} {subject}")
         for path, blob in ledger:
