@@ -29,7 +29,7 @@ from tests.support.chaos_world import (
     job_name,
     job_yaml,
     kill_group,
-    processes,
+    process_tree,
     start_pass,
     write,
 )
@@ -174,8 +174,7 @@ class Harness:
         while time.monotonic() < deadline and not self.stop_passes.is_set():
             live = {pid: runner for runner, pid in self.live()}
             if live:
-                table = processes()
-                for proc in table.values():
+                for proc in process_tree(live):
                     if aim == "push" and proc.pgid in live and is_git_push(proc):
                         return live[proc.pgid], proc.pgid, " ".join(proc.argv[:8])[:200], ()
                     if aim == "driver" and proc.ppid in live and is_effect_command(proc, self.world):
@@ -183,7 +182,7 @@ class Harness:
                         return live[proc.ppid], proc.ppid, "effect command running", also
                     if aim == "git" and proc.pgid in live and is_git(proc) and not is_git_push(proc):
                         return live[proc.pgid], proc.pgid, " ".join(proc.argv[:8])[:200], ()
-            time.sleep(0.005)
+            time.sleep(0.01)
         return None
 
     def killer(self, kills: int, interval: float) -> None:

@@ -65,7 +65,8 @@ def test_chaos_small(tmp_path: Path, on_interrupt: str) -> None:
     """2 clones, 6 jobs, 10 kills: for development, and for `on_interrupt: fail` (a user whose command had
     started is FAILED, never NOT_RUN)."""
     report = run_harness(tmp_path / "chaos", "--clones", "2", "--jobs", "6", "--users", "3", "--kills", "10",
-                         "--pauses", "1", "--partitions", "1", "--on-interrupt", on_interrupt, timeout=540)
+                         "--pauses", "1", "--partitions", "1", "--on-interrupt", on_interrupt,
+                         "--settle-timeout", "100", timeout=540)
     assert_really_attacked(report, 10)
     assert report["ok"], verdict(report)
 

@@ -239,34 +239,47 @@ class Proc:
     argv: tuple[str, ...]
 
 
+def read_proc(pid: int) -> Proc | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read().decode("utf-8", "replace")
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = tuple(a.decode("utf-8", "replace") for a in handle.read().split(b"\0") if a)
+        rest = stat[stat.rfind(")") + 2:].split()
+        return Proc(pid, int(rest[1]), int(rest[2]), int(rest[3]), rest[0], argv)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def processes() -> dict[int, Proc]:
     """Every process we can read, from /proc (stat for ids, cmdline for argv)."""
-    found: dict[int, Proc] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    found = (read_proc(int(entry)) for entry in os.listdir("/proc") if entry.isdigit())
+    return {proc.pid: proc for proc in found if proc is not None}
+
+
+def process_tree(roots: Iterable[int]) -> list[Proc]:
+    """The roots and all their descendants, walking /proc/PID/task/*/children (cheap: no full /proc scan)."""
+    out: list[Proc] = []
+    todo, seen = list(roots), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
             continue
+        seen.add(pid)
+        proc = read_proc(pid)
+        if proc is None:
+            continue
+        out.append(proc)
         try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                stat = handle.read().decode("utf-8", "replace")
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                argv = tuple(a.decode("utf-8", "replace") for a in handle.read().split(b"\0") if a)
+            tasks = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
-        rest = stat[stat.rfind(")") + 2:].split()
-        found[int(entry)] = Proc(int(entry), int(rest[1]), int(rest[2]), int(rest[3]), rest[0], argv)
-    return found
-
-
-def descendants(root: int, table: dict[int, Proc]) -> list[Proc]:
-    children: dict[int, list[Proc]] = {}
-    for proc in table.values():
-        children.setdefault(proc.ppid, []).append(proc)
-    out: list[Proc] = []
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child.pid)
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as handle:
+                    todo.extend(int(c) for c in handle.read().split())
+            except OSError:
+                continue
     return out
 
 

@@ -17,14 +17,13 @@ from tests.support.chaos_world import (
     HUMAN_ENV,
     World,
     add_clone,
-    descendants,
     effect_commands_running,
     git,
     is_git,
     job_name,
     job_yaml,
     kill_group,
-    processes,
+    process_tree,
     read_jsonl,
     remote_record,
     start_pass,
@@ -55,7 +54,7 @@ class Pass:
         return self.log.read_text("utf-8", "replace")[-6000:] if self.log.exists() else ""
 
     def git_children(self) -> list[str]:
-        return [" ".join(p.argv[:3]) for p in descendants(self.proc.pid, processes()) if is_git(p)]
+        return [" ".join(p.argv[:3]) for p in process_tree([self.proc.pid]) if is_git(p)]
 
 
 class Site:
