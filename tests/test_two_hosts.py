@@ -125,6 +125,9 @@ def test_a_stopped_owner_is_taken_over_only_after_its_lease_then_runs_nothing(ma
     }
     settle(s, [(a, HOST_A), (b, HOST_B)])
     problems["convergence"] = converged(s, a) + converged(s, b)
+    print(f"\nstopped owner: lease expired {expires - stopped_at:.1f} s after the stop; B's passes before it "
+          f"took over: {len(early)} early; effects {dict(effects)}; A after SIGCONT: exit {rc}, "
+          f"{len(late_starts)} users started")
     failed = {k: v for k, v in problems.items() if v}
     assert not failed, f"owner rc {rc}: {json.dumps(failed, indent=1, default=str)[:4000]}\n{owner.output()[-2000:]}"
 
@@ -164,6 +167,8 @@ def test_an_owner_cut_off_from_the_remote_stops_and_never_overwrites_the_new_own
         "convergence": converged(s, a) + converged(s, b),
     }
     after_cut = sorted(round(x["t"] - cut_at, 1) for x in starts_a if x["t"] > cut_at)
+    print(f"\npartition: A started users at {after_cut} s after the cut (fence at {LEASE / 2} s); "
+          f"lease expired {expires - cut_at:.1f} s after the cut; effects {dict(effects)}; A exit {rc}")
     failed = {k: v for k, v in problems.items() if v}
     assert not failed, (f"owner rc {rc}; A's starts after the cut (s): {after_cut}\n"
                         f"{json.dumps(failed, indent=1, default=str)[:4000]}\n{owner.output()[-2500:]}")
@@ -193,6 +198,7 @@ def test_two_recoverers_at_once_run_each_remaining_user_exactly_once(make_site: 
         users = {u: r["status"] for b in record.get("blocks", []) for u, r in b["users"].items()}
         report.append({"job": job, "exit codes": codes, "status": record.get("status"),
                        "runs, result": {u: f"{effects[u]}, {users.get(u)}" for u in ("u0", "u1", "u2", "u3")}})
+    print("\ntwo recoverers:", json.dumps(report))
     twice = [r for r in report if any(s.effects(r["job"])[u] != 1 for u in ("u1", "u2", "u3"))
              or s.effects(r["job"])["u0"] > 0]
     problems = {"rounds where u1-u3 did not run exactly once (or u0 ran)": twice, "history": history_problems(s),
