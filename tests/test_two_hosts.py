@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 from tests.support.chaos_checks import judge_history, read_history
 from tests.support.chaos_world import add_clone, can_fake_host, git, kill_group, make_world, wait_for
-from tests.support.two_hosts import Site, freeze, lease_end, owner_host, thaw
+from tests.support.two_hosts import Pass, Site, freeze, lease_end, owner_host, thaw
 
 LEASE = 10
 HOST_A, HOST_B = "chaos-host-a", "chaos-host-b"
@@ -85,6 +86,52 @@ def passes_until(s: Site, clone: Path, host: str, job: str, done: object, deadli
             return early
         time.sleep(0.2)
     raise AssertionError(f"{job} not done by host {host} in time: {json.dumps(s.record(job))[:800]}")
+
+
+@needs_hosts
+@pytest.mark.timeout(300)
+def test_two_recoverers_of_an_expired_lease_at_once(make_site: MakeSite) -> None:
+    """A live owner on host A is frozen mid-build (u1 running); once its lease expired, two clones on host B
+    start recovering at the same moment, while a human pushes: one takeover (epoch 2) wins, u2 and u3 run
+    exactly once. 3 rounds."""
+    s = make_site(users=4, user_seconds=(0.05, 0.1))
+    a, b1, b2 = add_clone(s.world, "a"), add_clone(s.world, "b1"), add_clone(s.world, "b2")
+    report: list[dict[str, Any]] = []
+    for n in range(3):
+        job = s.push_job(n)
+        gate = s.hold(job, "u1")
+        owner = s.start(a, HOST_A)
+        begun = wait_for(lambda job=job: s.begins(job, "u1", HOST_A), 60, what="u1 to start on host A")
+        freeze(owner, also=(begun[0]["pid"],))
+        expires = lease_end(s.record(job))
+        wait_for(lambda expires=expires: time.time() > expires + 0.5, LEASE + 30, what="the lease to expire")
+        racers = [s.start(b1, HOST_B), s.start(b2, HOST_B)]
+        human = threading.Thread(target=keep_pushing, args=(s, racers, n))
+        human.start()
+        codes = [r.wait(120) for r in racers]
+        human.join(60)
+        thaw(owner, also=(begun[0]["pid"],))
+        gate.unlink()
+        owner.wait(90)
+        settle(s, [(b1, HOST_B), (b2, HOST_B), (a, HOST_A)])
+        effects, record = s.effects(job), s.record(job)
+        users = {u: r["status"] for blk in record.get("blocks", []) for u, r in blk["users"].items()}
+        report.append({"job": job, "exit codes": codes, "epoch": record.get("epoch"),
+                       "runs, result": {u: f"{effects[u]}, {users.get(u)}" for u in ("u0", "u1", "u2", "u3")}})
+    print("\ntwo recoverers of an expired lease:", json.dumps(report))
+    broken = [r for r in report if any(s.effects(r["job"])[u] != 1 for u in ("u0", "u1", "u2", "u3"))]
+    problems = {"rounds where a user did not run exactly once": broken, "history": history_problems(s),
+                "convergence": [p for c in (a, b1, b2) for p in converged(s, c)]}
+    failed = {k: v for k, v in problems.items() if v}
+    assert not failed, f"{len(broken)} of 3 rounds broken:\n{json.dumps(failed, indent=1, default=str)[:5000]}"
+
+
+def keep_pushing(s: Site, racers: list[Pass], round_: int) -> None:
+    """The human commits and pushes notes while any racer runs."""
+    i = 0
+    while any(r.proc.poll() is None for r in racers):
+        i += 1
+        s.push({f"notes/round-{round_}-{i}.txt": f"{time.time()}\n"}, f"human: note {round_}.{i}")
 
 
 @needs_hosts
@@ -175,9 +222,12 @@ def test_an_owner_cut_off_from_the_remote_stops_and_never_overwrites_the_new_own
 
 
 @pytest.mark.timeout(300)
-def test_two_recoverers_at_once_run_each_remaining_user_exactly_once(make_site: MakeSite) -> None:
+@pytest.mark.parametrize("human_racing", [False, True], ids=["alone", "human-pushing"])
+def test_two_recoverers_at_once_run_each_remaining_user_exactly_once(make_site: MakeSite, human_racing: bool) -> None:
     """Kill a clone while u0 of a 4-user command job runs; start two recovery passes in two other clones at
-    the same moment (same host: the dead owner is provably dead, both may recover at once). 4 rounds."""
+    the same moment (same host: the dead owner is provably dead, both may recover at once). 4 rounds. With
+    a human pushing all the while, the recoverers' pushes are also rejected by commits that are not theirs
+    (a takeover replayed onto a newer tip must still be a compare-and-swap)."""
     s = make_site(users=4, user_seconds=(0.05, 0.15))
     killed, first, second = (add_clone(s.world, name) for name in ("k", "r1", "r2"))
     report: list[dict[str, Any]] = []
@@ -191,7 +241,12 @@ def test_two_recoverers_at_once_run_each_remaining_user_exactly_once(make_site: 
         victim.wait(30)
         gate.unlink()
         racers = [s.start(first), s.start(second)]
+        human = threading.Thread(target=keep_pushing, args=(s, racers, n)) if human_racing else None
+        if human is not None:
+            human.start()
         codes = [r.wait(120) for r in racers]
+        if human is not None:
+            human.join(60)
         settle(s, [(first, None), (second, None), (killed, None)])
         effects = s.effects(job)
         record = s.record(job)

@@ -80,18 +80,24 @@ class Site:
             kill_group(proc.pgid)
 
     def push_job(self, n: int, kind: str = "cmd") -> str:
-        write(self.human, f"jobs/{job_name(n)}.yaml", job_yaml(n, kind))
+        self.push({f"jobs/{job_name(n)}.yaml": job_yaml(n, kind)}, f"human: add {job_name(n)}")
+        return job_name(n)
+
+    def push(self, files: dict[str, str], message: str) -> None:
+        """Commit `files` in the human clone and `git pull --rebase && git push` until it lands."""
+        for rel, text in files.items():
+            write(self.human, rel, text)
         git(self.human, "add", "-A", env=HUMAN_ENV)
-        git(self.human, "commit", "-q", "-m", f"human: add {job_name(n)}", env=HUMAN_ENV)
+        git(self.human, "commit", "-q", "-m", message, env=HUMAN_ENV)
         for _ in range(20):
             pulled = subprocess.run(["git", "pull", "-q", "--rebase", "origin", "main"], cwd=self.human,
                                     capture_output=True, check=False, env={**os.environ, **HUMAN_ENV})
             if pulled.returncode == 0 and subprocess.run(["git", "push", "-q", "origin", "HEAD:main"],
                                                          cwd=self.human, capture_output=True, check=False,
                                                          env={**os.environ, **HUMAN_ENV}).returncode == 0:
-                return job_name(n)
+                return
             time.sleep(0.1)
-        raise AssertionError("the human could not push a job in 20 attempts")
+        raise AssertionError(f"the human could not push {message!r} in 20 attempts")
 
     def start(self, clone: Path, host: str | None = None) -> Pass:
         self.passes += 1
