@@ -322,6 +322,12 @@ def commits_in(repo: Repo, base: str, tip: str) -> list[tuple[str, bool]]:
     return found
 
 
+def last_human_commit_time(repo: Repo, tip: str) -> int | None:
+    """Committer time (unix) of the newest commit reachable from `tip` without the reconciler's trailer."""
+    out = repo.git("log", "-1", "--format=%ct", "--invert-grep", f"--grep=^{TRAILER}", tip, check=False).strip()
+    return int(out) if out.isdigit() else None
+
+
 def merge_base(repo: Repo, a: str, b: str) -> str | None:
     out = repo.git("merge-base", a, b, check=False).decode().strip()
     return out or None

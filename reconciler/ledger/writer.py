@@ -48,6 +48,7 @@ from reconciler.ledger.objects import (
 
 Events = Callable[[str, dict[str, object]], None]
 MAX_REJECTIONS = 60  # compare-and-swaps lost in a row before the pass gives up (the branch keeps moving)
+HUMAN_ACTIVE_SECONDS = 30  # a human commit this recent on the branch: checkpoints are spaced out more
 
 
 class BuildLost(Exception):
@@ -80,6 +81,8 @@ class Fence:
             return "its ledger record was removed on the branch"
         if found.get("build_id") != self.build_id:
             return f"its record now belongs to build {found.get('build_id')}"
+        if found.get("status") in ("SUCCESS", "FAILURE"):  # a final record is never replaced, also not by its owner
+            return f"build {self.build_id} already ended {found.get('status')}"
         epoch = found.get("epoch", 1)
         owner = found.get("owner")
         mine = self.owner.model_dump(mode="json") if self.owner is not None else None
@@ -140,6 +143,9 @@ class LedgerWriter:
         self._last_commit = 0.0
         self._last_follow = 0.0
         self._unsynced: set[str] = set()  # ledger paths committed but not yet written to the checkout
+        self._human_at: int | None = None  # committer time of the newest human commit on the branch
+        if remote is not None:
+            self._note_humans(tip)
         self._trees: tuple[TreeIndex, TreeIndex, TreeIndex] | None = None
         self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
         self._thread.start()
@@ -364,7 +370,19 @@ class LedgerWriter:
         """Seconds between checkpoint commits: `checkpoint_seconds`, stretched (up to 5 times) while pushes are
         being rejected, so that several reconcilers on one remote leave room for each other and for humans."""
         recent = sum(1 for t in self.rejections if now - t < 30)
-        return self.checkpoint_seconds * min(5.0, 1.0 + recent / 2)
+        stretch = min(5.0, 1.0 + recent / 2)
+        if self._humans_active():  # people are pushing to this branch: leave them room (SPEC 9.2)
+            stretch = max(stretch, 3.0)
+        return self.checkpoint_seconds * stretch
+
+    def _humans_active(self) -> bool:
+        return self._human_at is not None and time.time() - self._human_at < HUMAN_ACTIVE_SECONDS
+
+    def _note_humans(self, tip: str) -> None:
+        try:
+            self._human_at = git.last_human_commit_time(self.repo, tip)
+        except git.GitError:
+            self._human_at = None
 
     def _commit(self, batch: list[_Build]) -> str:
         """Make the batch durable: 'ok', 'unreachable' (retry later) or 'broken' (environment error)."""
@@ -511,6 +529,7 @@ class LedgerWriter:
             with self._cond:
                 self._broken = f"branch {self.branch} disappeared during the pass"
             return False
+        self._note_humans(tip)
         with self._cond:
             builds = [b for b in self._builds.values() if not b.lost]
         self._verify(builds, tip)
