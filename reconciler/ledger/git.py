@@ -322,10 +322,23 @@ def commits_in(repo: Repo, base: str, tip: str) -> list[tuple[str, bool]]:
     return found
 
 
-def last_human_commit_time(repo: Repo, tip: str) -> int | None:
-    """Committer time (unix) of the newest commit reachable from `tip` without the reconciler's trailer."""
-    out = repo.git("log", "-1", "--format=%ct", "--invert-grep", f"--grep=^{TRAILER}", tip, check=False).strip()
-    return int(out) if out.isdigit() else None
+def recent_activity(repo: Repo, tip: str, window: int, now: float, depth: int = 60) -> tuple[int, int | None]:
+    """(commits of the last `window` seconds, committer time of the newest commit without the reconciler's
+    trailer) among the newest `depth` commits reachable from `tip`."""
+    out = repo.git("log", f"-{depth}", "--format=%x1e%ct%n%B", tip, check=False)
+    recent, human = 0, None
+    for chunk in out.decode("utf-8", "replace").split("\x1e"):
+        if not chunk.strip():
+            continue
+        when, _, body = chunk.partition("\n")
+        try:
+            stamp = int(when.strip())
+        except ValueError:
+            continue
+        recent += stamp >= now - window
+        if human is None and not any(line.startswith(TRAILER) for line in body.splitlines()):
+            human = stamp
+    return recent, human
 
 
 def merge_base(repo: Repo, a: str, b: str) -> str | None:

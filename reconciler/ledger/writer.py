@@ -34,7 +34,7 @@ from reconciler.core.records import LedgerRecord, Owner
 from reconciler.core.redact import Redactor
 from reconciler.core.timeutil import utcnow
 from reconciler.errors import UserError
-from reconciler.ledger import git
+from reconciler.ledger import git, statefile
 from reconciler.ledger.checkout import Checkout
 from reconciler.ledger.objects import (
     MODE_BLOB,
@@ -48,7 +48,10 @@ from reconciler.ledger.objects import (
 
 Events = Callable[[str, dict[str, object]], None]
 MAX_REJECTIONS = 60  # compare-and-swaps lost in a row before the pass gives up (the branch keeps moving)
-HUMAN_ACTIVE_SECONDS = 30  # a human commit this recent on the branch: checkpoints are spaced out more
+HUMAN_ACTIVE_SECONDS = 30  # a human commit this recent on the branch: our pushes are spaced out
+PACE_FILE = "pace.json"
+BUSY_COMMITS = 10  # commits in HUMAN_ACTIVE_SECONDS that make a branch busy (several writers)
+HUMAN_PACE_SECONDS = 6.0  # then at most one push of ours every so many seconds (8 reconcilers: ~1.3 pushes/s)
 
 
 class BuildLost(Exception):
@@ -144,6 +147,11 @@ class LedgerWriter:
         self._last_follow = 0.0
         self._unsynced: set[str] = set()  # ledger paths committed but not yet written to the checkout
         self._human_at: int | None = None  # committer time of the newest human commit on the branch
+        self._recent = 0  # commits on the branch in the last HUMAN_ACTIVE_SECONDS (as last seen)
+        self._noted = 0.0
+        self._jitter = random.uniform(0.75, 1.25)
+        self._pace_file = repo.state_dir / PACE_FILE
+        self._remember_pace(load=True)
         if remote is not None:
             self._note_humans(tip)
         self._trees: tuple[TreeIndex, TreeIndex, TreeIndex] | None = None
@@ -352,6 +360,8 @@ class LedgerWriter:
         now = time.monotonic()
         if now < retry_at and not (self._closing and self._unreachable is None):
             return None
+        if self.remote is not None and now - self._last_commit < self._pace and not self._lease_pressed(now):
+            return None  # humans are pushing to this branch: every push of ours waits its turn (SPEC 9.2)
         dirty = [b for b in self._builds.values() if not b.lost and b.durable < b.version]
         renew = [b for b in self._builds.values() if not b.lost and not b.final and b.durable >= 0
                  and b.durable == b.version and b.renewed is not None
@@ -375,14 +385,49 @@ class LedgerWriter:
             stretch = max(stretch, 3.0)
         return self.checkpoint_seconds * stretch
 
+    @property
+    def _pace(self) -> float:
+        """The least time between two of our pushes: none; or, while humans and other writers push to the
+        branch, a few seconds (at most a fifth of the lease, so leases are still renewed in time), jittered so
+        that reconcilers spread out. Rejected pushes do not count: only a ref that moves costs a human a try."""
+        now = time.monotonic()
+        contended = self._recent >= BUSY_COMMITS or any(now - t < HUMAN_ACTIVE_SECONDS for t in self.rejections)
+        if not (contended and self._humans_active()):
+            return 0.0
+        return min(HUMAN_PACE_SECONDS, self.lease_seconds / 5) * self._jitter
+
+    def _lease_pressed(self, now: float) -> bool:
+        """A build of ours whose durable lease is older than lease/3: it is renewed now, pace or not."""
+        return any(not b.lost and b.renewed is not None and now - b.renewed > self.lease_seconds / 3
+                   for b in self._builds.values())
+
+    def _remember_pace(self, load: bool = False) -> None:
+        """Contention outlives a pass (passes are short and follow each other): keep when we last pushed and
+        were last rejected, in wall-clock seconds, under .git/reconciler/ (disposable: junk reads as nothing)."""
+        if self.remote is None:
+            return
+        wall, mono = time.time(), time.monotonic()
+        if load:
+            try:
+                data = json.loads(statefile.read_sealed(self._pace_file, 1 << 16) or b"{}")
+                self._last_commit = max(self._last_commit, mono - (wall - float(data.get("pushed", 0))))
+                self.rejections = [mono - (wall - float(r)) for r in data.get("rejected", []) if wall - float(r) < 60]
+            except (ValueError, TypeError, AttributeError):
+                pass
+            return
+        body = {"pushed": wall - (mono - self._last_commit), "rejected": [wall - (mono - r) for r in self.rejections]}
+        statefile.write_sealed(self._pace_file, json.dumps(body).encode())
+
     def _humans_active(self) -> bool:
         return self._human_at is not None and time.time() - self._human_at < HUMAN_ACTIVE_SECONDS
 
     def _note_humans(self, tip: str) -> None:
+        """What the branch shows of other writers: the newest human commit, and how busy it was lately."""
+        self._noted = time.monotonic()
         try:
-            self._human_at = git.last_human_commit_time(self.repo, tip)
+            self._recent, self._human_at = git.recent_activity(self.repo, tip, HUMAN_ACTIVE_SECONDS, time.time())
         except git.GitError:
-            self._human_at = None
+            self._recent, self._human_at = 0, None
 
     def _commit(self, batch: list[_Build]) -> str:
         """Make the batch durable: 'ok', 'unreachable' (retry later) or 'broken' (environment error)."""
@@ -437,12 +482,16 @@ class LedgerWriter:
                     for build, _, record, _ in snapshot:  # a durable final record is never written again
                         if record.finished and build.durable >= build.version:
                             self._builds.pop(record.build_id, None)
+                self._remember_pace()
+                if self.remote is not None and time.monotonic() - self._noted > 5:
+                    self._note_humans(commit)
                 faults.point(f"{point}.after-commit", " ".join(b.job for b, *_ in snapshot))
                 return "ok"
             if result in ("unreachable", "broken"):
                 return result
             # rejected: someone else moved the branch. Read it, keep what is still ours, try again on top.
             self.rejections = [t for t in self.rejections if time.monotonic() - t < 60] + [time.monotonic()]
+            self._remember_pace()
             self.events("push.rejected", {"attempt": len(self.rejections), "jobs": [b.job for b, *_ in snapshot]})
             time.sleep(random.uniform(0, min(2.0, 0.02 * 2 ** min(len(self.rejections), 7))))
             if not self._rebase():
