@@ -71,8 +71,10 @@ class Fence:
     owner: Owner | None = None
     job_path: str | None = None  # a claim: the job file must still be this blob
     job_blob: str | None = None
+    record_blob: str | None = None  # a takeover: the record must still be exactly the version read
 
-    def holds(self, found: dict[str, object] | None, job_blob: str | None) -> str | None:
+    def holds(self, found: dict[str, object] | None, job_blob: str | None, record_blob: str | None = None
+              ) -> str | None:
         """None when the fence holds against the record found; else why it does not."""
         if self.build_id is None:
             if found is not None:
@@ -92,6 +94,10 @@ class Fence:
         if epoch != self.epoch or owner != mine:
             host = owner.get("host") if isinstance(owner, dict) else "?"
             return f"build {self.build_id} was taken over (epoch {epoch}, owner on {host})"
+        if self.record_blob is not None and record_blob != self.record_blob:
+            # the old owner saved again after we read its record (its last push landed late): taking over
+            # the stale version would erase what it recorded (started markers, results). The next pass re-reads.
+            return f"build {self.build_id} changed since it was read"
         return None
 
 
@@ -171,10 +177,11 @@ class LedgerWriter:
         with self._cond:
             return {r.build_id: self._builds[r.build_id].lost for r, _, _ in items}
 
-    def takeover(self, record: LedgerRecord, previous: LedgerRecord, log: str) -> str | None:
+    def takeover(self, record: LedgerRecord, previous: LedgerRecord, log: str, previous_blob: str | None = None
+                 ) -> str | None:
         """Recover an interrupted build: the same build id with epoch + 1 and us as owner, valid only if the
         arbiter still has the epoch and owner we read. None when it is ours now, else why not."""
-        fence = Fence(previous.build_id, previous.epoch, previous.owner)
+        fence = Fence(previous.build_id, previous.epoch, previous.owner, record_blob=previous_blob)
         with self._cond:
             self._builds[record.build_id] = _Build(record.job, record, log, fence, kind="takeover")
         self._settle({record.build_id})
@@ -595,8 +602,8 @@ class LedgerWriter:
             for build in builds:
                 if build.lost:
                     continue
-                found, job_blob = records[build.record.build_id]
-                reason = build.fence.holds(found, job_blob)
+                found, job_blob, record_blob = records[build.record.build_id]
+                reason = build.fence.holds(found, job_blob, record_blob)
                 if reason is not None:
                     build.lost = f"job {build.job}: {reason}"
                     self.events("job.lost", {"job": build.job, "build_id": build.record.build_id, "reason": reason})
@@ -604,14 +611,15 @@ class LedgerWriter:
                     build.checked = tip
             self._wake_waiters()
 
-    def _records_at(self, tip: str, builds: list[_Build]) -> dict[str, tuple[dict[str, object] | None, str | None]]:
+    def _records_at(self, tip: str, builds: list[_Build]
+                    ) -> dict[str, tuple[dict[str, object] | None, str | None, str | None]]:
         specs = []
         for build in builds:
             specs.append(f"{tip}:{self.ledger_dir}/{build.job}.json")
             if build.fence.job_path:
                 specs.append(f"{tip}:{build.fence.job_path}")
         found = git.read_objects(self.repo, specs)
-        out: dict[str, tuple[dict[str, object] | None, str | None]] = {}
+        out: dict[str, tuple[dict[str, object] | None, str | None, str | None]] = {}
         for build in builds:
             raw = found.get(f"{tip}:{self.ledger_dir}/{build.job}.json")
             data: dict[str, object] | None = None
@@ -622,7 +630,8 @@ class LedgerWriter:
                 except ValueError:
                     data = {"build_id": None}
             job = found.get(f"{tip}:{build.fence.job_path}") if build.fence.job_path else None
-            out[build.record.build_id] = (data, job[2] if job is not None else None)
+            out[build.record.build_id] = (data, job[2] if job is not None else None,
+                                          raw[2] if raw is not None else None)
         return out
 
 

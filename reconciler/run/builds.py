@@ -194,7 +194,7 @@ class BuildScheduler:
             new = record.model_copy(update={"owner": mine, "epoch": record.epoch + 1,
                                             "recoveries": record.recoveries + 1})
             try:
-                lost = self.writer.takeover(new, record, log.text())
+                lost = self.writer.takeover(new, record, log.text(), self.state.ledger.blobs.get(job))
             except LedgerUnavailable as exc:
                 self.outcomes.unavailable = str(exc)
                 return taken
