@@ -8,7 +8,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import commit_all, git, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import commit_all, git, write
 
 GOLDEN = Path(__file__).parent / "golden" / "check.md"
 

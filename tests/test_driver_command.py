@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from tests.conftest import git, run_cli
+from tests.support.cli import run_cli
 from tests.support.driver_repos import (
     CONTENT,
     add_job,
@@ -21,6 +21,7 @@ from tests.support.driver_repos import (
     record,
     users_of,
 )
+from tests.support.repos import git
 
 ALL_DEPLOYED = {"u1": "DEPLOYED", "u2": "DEPLOYED", "u3": "DEPLOYED"}
 

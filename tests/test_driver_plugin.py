@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.support.cli import run_cli
 from tests.support.driver_repos import add_job, job_yaml, make_driver_repo, reasons_of, reconcile, users_of
+from tests.support.repos import ROOT
 
 PLUGIN_SOURCE = ROOT / "tests" / "plugin_pkg"
 

@@ -3,19 +3,18 @@
 Whatever the bytes, `yamlsafe.load` returns plain data or raises `YamlProblem`, and `load_desired`
 plus `plan` return problems (a known code, a file of the repo, a line inside it, one printable
 line of text), never an exception. Everything runs in memory over a small `RepoFiles`.
-Examples per test: the `ci` profile (default) or `RECONCILER_FUZZ_PROFILE=thorough`.
+Examples per test: tests/support/fuzz.py (derandomized under CI; `RECONCILER_FUZZ_PROFILE=thorough` for a long run).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from datetime import UTC, datetime
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from reconciler import drivers
@@ -25,20 +24,13 @@ from reconciler.core.plan import plan
 from reconciler.core.records import Ledger
 from reconciler.core.settings import Settings
 from reconciler.core.validate import load_desired
+from tests.support import fuzz
+from tests.support.codes import DRIVER_CODES, VALIDATION_CODES
 
-settings.register_profile("ci", max_examples=250, deadline=None, derandomize=False,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("thorough", max_examples=5000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-FUZZ = settings.get_profile(os.environ.get("RECONCILER_FUZZ_PROFILE", "ci"))
+FUZZ = fuzz.examples(250, thorough=5000)
 
-KNOWN_CODES = {
-    "YAML_PARSE", "YAML_TOO_LARGE", "YAML_ENCODING", "YAML_DUPLICATE_KEY", "YAML_ALIAS_BUDGET", "YAML_DEPTH",
-    "YAML_TAG", "YAML_MERGE", "SCHEMA", "NAME_INVALID", "NAME_MISMATCH", "NAME_DUPLICATE", "USER_DUPLICATE",
-    "DRIVER_UNKNOWN", "DRIVER_SETTINGS", "PATH_ESCAPE", "CONTENT_MISSING", "CONTENT_TOKEN_UNDECLARED",
-    "TOKEN_DUPLICATE", "TOKEN_PATTERN", "TOKEN_VALUE", "SECRET_REQUIRED", "SECRET_PREFIX", "REF_SERVER",
-    "REF_DEFINITION", "REF_INVALID", "REF_USER", "TOKEN_UNDECLARED", "TOKEN_UNCONFIGURED",
-}
+# an empty ledger: no ledger problems, and nothing was executed, so nothing can be MODIFIED
+KNOWN_CODES = (VALIDATION_CODES - {"MODIFIED", "LEDGER_INVALID"}) | DRIVER_CODES
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 SERVER = """\

@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import GIT_ENV, commit_all, git, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import GIT_ENV, commit_all, git, write
 
 JOB = """\
 blocks:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from reconciler.core import schemas
-from tests.conftest import ROOT, commit_all, git, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import ROOT, commit_all, git, write
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from generate import generate

@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import GIT_ENV, ROOT, commit_all, git, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import GIT_ENV, ROOT, commit_all, git, write
 
 
 def offline_env(home: Path) -> dict[str, str]:

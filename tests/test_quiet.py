@@ -7,7 +7,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.conftest import commit_all, git, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import commit_all, git, write
 
 JOB = "blocks:\n  - {definition: app, server: srv, users: [u1], content_tokens: {greeting: hi}}\n"
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import commit_all, git, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import commit_all, git, write
 
 MakeRepo = Callable[..., Path]
 TARGET = ".deployments/srv"

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from reconciler.core.model import Definition, Server, User
 from reconciler.drivers.base import DeployRequest, DriverContext
 from reconciler.drivers.local import LocalDriver
-from tests.conftest import commit_all, git, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import commit_all, git, write
 
 MARKER = "reconciler-safety-pwned"
 HOSTILE = [

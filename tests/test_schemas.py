@@ -25,7 +25,8 @@ from pydantic import BaseModel, ValidationError
 from reconciler.core import schemas
 from reconciler.core.package_data import data_dir
 from reconciler.core.records import BlockRecord, LedgerRecord, Owner, RecordError, UserResult, parse_record
-from tests.conftest import ROOT, run_cli
+from tests.support.cli import run_cli
+from tests.support.repos import ROOT
 
 SHIPPED = ["job", "definition", "server", "status", "settings"]
 STATUS = json.loads((ROOT / "schemas" / "status.schema.json").read_text("utf-8"))

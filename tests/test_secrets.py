@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import commit_all, git, run_cli, write
+from tests.support.cli import run_cli
 from tests.support.http_target import Target
+from tests.support.repos import commit_all, git, write
 
 SECRET = "Sup3r/S3cr3t+Kéy=&x y'q"
 ENV = {"DEPLOY_SECRET_KEY": SECRET, "DEPLOY_SECRET_AUTH": SECRET}

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GIT_ENV, commit_all, git, write
+from tests.support.repos import GIT_ENV, commit_all, git, write
 
 JOB = """\
 blocks:

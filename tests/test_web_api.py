@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ServeProcess, commit_all, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import commit_all, write
+from tests.support.serve import ServeProcess
 
 JOB = "blocks:\n  - {{definition: app, server: srv, users: {users}, content_tokens: {{greeting: hi}}}}\n"
 HEADERS = ("Build ID", "Job", "Environment", "Organization", "Module Type", "Module Name", "Action", "Status",

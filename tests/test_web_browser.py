@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import ROOT, ServeProcess, commit_all, github_signature, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import ROOT, commit_all, write
+from tests.support.serve import ServeProcess, github_signature
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

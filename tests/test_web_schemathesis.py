@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import WEBHOOK_SECRET, ServeProcess, run_cli
+from tests.support.cli import run_cli
+from tests.support.serve import WEBHOOK_SECRET, ServeProcess
 
 CLI = "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())"
 

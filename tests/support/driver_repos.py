@@ -12,7 +12,8 @@ from urllib.parse import quote, quote_plus
 
 import yaml
 
-from tests.conftest import commit_all, git, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import commit_all, git, write
 
 FAKE_TF = Path(__file__).resolve().parent / "fake_tf.py"
 USERS = ("u1", "u2", "u3")

@@ -1,0 +1,37 @@
+"""Hypothesis profiles for the whole suite, loaded once by tests/conftest.py.
+
+- `ci` (chosen when the environment variable CI is set, as in .ci/run): derandomized, so every run tries the
+  same examples (seeded by each test's name) and a red CI run is reproducible, a green one not luck; no
+  example database is written into the checkout.
+- `dev` (the default elsewhere): random examples; the local example database replays earlier failures.
+- `thorough` (`RECONCILER_FUZZ_PROFILE=thorough`): random, and the fuzz tests try many more examples.
+`RECONCILER_FUZZ_PROFILE` names a profile explicitly (e.g. `ci` to reproduce a CI run locally).
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+PROFILE = os.environ.get("RECONCILER_FUZZ_PROFILE") or ("ci" if _in_ci() else "dev")
+
+
+def load_profiles() -> None:
+    # no deadline and no too-slow check: two cores are shared with other work, so time says nothing here
+    relaxed = [HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile("ci", derandomize=True, database=None, print_blob=True, deadline=None,
+                              suppress_health_check=relaxed)
+    settings.register_profile("dev", deadline=None, suppress_health_check=relaxed)
+    settings.register_profile("thorough", deadline=None, suppress_health_check=relaxed)
+    settings.load_profile(PROFILE)
+
+
+def examples(usual: int, thorough: int) -> settings:
+    """The settings of one fuzz test: `usual` examples per run, `thorough` under the thorough profile."""
+    return settings(max_examples=thorough if PROFILE == "thorough" else usual)
