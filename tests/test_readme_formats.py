@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from reconciler.core.records import USER_STATUSES, LedgerRecord
-from tests.support.cli import run_cli
+from tests.support.cli import run_main
 from tests.support.codes import DRIVER_CODES, HISTORY_CODES, VALIDATION_CODES
 from tests.support.repos import ROOT
 
@@ -44,7 +44,7 @@ def test_the_format_examples_form_a_valid_deployment_repo(tmp_path: Path) -> Non
         target = tmp_path / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, "utf-8")
-    result = run_cli("validate", "--format", "json", "--repo", str(tmp_path))
+    result = run_main("validate", "--format", "json", "--repo", str(tmp_path))
     report = json.loads(result.stdout)
     assert result.returncode == 0, report["problems"]
     assert report["jobs"] == 1 and report["servers"] == 1 and report["definitions"] == 1

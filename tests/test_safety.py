@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from reconciler.core.model import Definition, Server, User
 from reconciler.drivers.base import DeployRequest, DriverContext
 from reconciler.drivers.local import LocalDriver
-from tests.support.cli import run_cli
+from tests.support.cli import run_main
 from tests.support.repos import commit_all, git, write
 
 MARKER = "reconciler-safety-pwned"
@@ -71,7 +71,7 @@ def test_token_values_stay_data(tmp_path: Path) -> None:
     for name, text in jobs.items():
         write(repo, f"jobs/{name}.yaml", text)
         commit_all(repo, f"add {name}")
-        result = run_cli("reconcile", "--repo", str(repo), "--only", name)
+        result = run_main("reconcile", "--repo", str(repo), "--only", name)
         assert result.returncode == 0, result.stdout + result.stderr
         if name == "command":
             env = json.loads((tmp_path / "env.json").read_text("utf-8"))
@@ -168,7 +168,7 @@ def test_a_symlink_in_the_repo_never_carries_a_target_outside(tmp_path: Path) ->
     write(repo, "jobs/linked.yaml", _job("linked", "hi"))
     write(repo, "jobs/fine.yaml", _job("srv", "hi"))
     commit_all(repo, "a server whose relative path goes through a committed symlink")
-    result = run_cli("reconcile", "--repo", str(repo))
+    result = run_main("reconcile", "--repo", str(repo))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert list(outside.rglob("*")) == []
     record = json.loads((repo / "status/linked.json").read_text("utf-8"))
@@ -185,7 +185,7 @@ def _ran(stdout: str) -> set[str]:
                                     "empty"])
 def test_a_job_whose_record_was_tampered_with_never_runs_again(tmp_path: Path, tamper: str) -> None:
     repo = _repo(tmp_path, {"victim": _job("srv", "first")})
-    first = run_cli("reconcile", "--repo", str(repo))
+    first = run_main("reconcile", "--repo", str(repo))
     assert _ran(first.stdout) == {"victim"}, first.stdout + first.stderr
     deployed = (repo / ".deployments/srv/u1/app/.deployment.json").read_text("utf-8")
     record = repo / "status/victim.json"
@@ -207,12 +207,12 @@ def test_a_job_whose_record_was_tampered_with_never_runs_again(tmp_path: Path, t
     for round_ in range(3):  # pass after pass, new jobs run and the victim never does
         write(repo, f"jobs/later-{round_}.yaml", _job("srv", f"later {round_}", users=["u2"]))
         commit_all(repo, f"add later-{round_}")
-        result = run_cli("reconcile", "--repo", str(repo))
+        result = run_main("reconcile", "--repo", str(repo))
         assert "Traceback" not in result.stderr
         assert result.returncode == 1, result.stdout + result.stderr
         assert _ran(result.stdout) == {f"later-{round_}"}, result.stdout + result.stderr
         assert "status/victim.json" in result.stderr and ("LEDGER_INVALID" in result.stderr
                                                          or "LEDGER_TAMPERED" in result.stderr)
     assert (repo / ".deployments/srv/u1/app/.deployment.json").read_text("utf-8") == deployed
-    status = json.loads(run_cli("status", "--repo", str(repo), "--format", "json").stdout)
+    status = json.loads(run_main("status", "--repo", str(repo), "--format", "json").stdout)
     assert {row["job"]: row["status"] for row in status}["victim"] == "INVALID"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.cli import run_cli
+from tests.support.cli import run_main
 from tests.support.http_target import Target
 from tests.support.repos import commit_all, git, write
 
@@ -117,7 +117,7 @@ def make_repo(root: Path, url: str, on_failure: str = "force") -> Path:
 def test_a_secret_used_everywhere_is_shown_nowhere(tmp_path: Path, target: Target) -> None:
     repo = make_repo(tmp_path, target.url)
     outputs = {}
-    result = run_cli("reconcile", "--repo", str(repo), env=ENV)
+    result = run_main("reconcile", "--repo", str(repo), env=ENV)
     outputs["reconcile"] = result.stdout + result.stderr
     assert result.returncode == 1, outputs["reconcile"]  # u2 fails on http and command: FAILURE
 
@@ -137,13 +137,13 @@ def test_a_secret_used_everywhere_is_shown_nowhere(tmp_path: Path, target: Targe
     for args in (["status"], ["status", "everywhere"], ["status", "--format", "json"],
                  ["status", "everywhere", "--format", "json"], ["logs", record["build_id"]],
                  ["plan", "--format", "json"], ["validate", "--format", "json"], ["reconcile"]):
-        run = run_cli(*args, "--repo", str(repo), env=ENV)
+        run = run_main(*args, "--repo", str(repo), env=ENV)
         assert "Traceback" not in run.stderr
         outputs[" ".join(args)] = run.stdout + run.stderr
     git(repo, "checkout", "-q", "-b", "pr")
     write(repo, "jobs/again.yaml", (repo / "jobs/everywhere.yaml").read_text("utf-8"))
     commit_all(repo, "a pull request using the secret")
-    check = run_cli("check", "--repo", str(repo), "--base", "main", "--head", "pr", env=ENV)
+    check = run_main("check", "--repo", str(repo), "--base", "main", "--head", "pr", env=ENV)
     outputs["check"] = check.stdout + check.stderr
     assert "again" in outputs["check"]
 
@@ -162,7 +162,7 @@ def test_a_missing_secret_is_named_never_guessed(tmp_path: Path, target: Target)
     """Without the variable the job is not claimed (SPEC 9.1 rule 10): the problem names the variable and
     the job stays PENDING; nothing is deployed."""
     repo = make_repo(tmp_path, target.url, on_failure="skip")
-    result = run_cli("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_AUTH": SECRET})
+    result = run_main("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_AUTH": SECRET})
     assert "Traceback" not in result.stderr
     assert result.returncode == 1
     assert "SECRET_UNSET" in result.stderr and "DEPLOY_SECRET_KEY" in result.stderr
@@ -189,7 +189,7 @@ def test_a_tool_printing_the_secret_as_json_is_masked(tmp_path: Path) -> None:
              "parameter_tokens": {"api_key": {"secret": "DEPLOY_SECRET_J"}}}
     write(repo, "jobs/json.yaml", yaml.safe_dump({"blocks": [block]}))
     commit_all(repo, "a tool that prints JSON")
-    result = run_cli("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_J": secret})
+    result = run_main("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_J": secret})
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads((repo / "status/json.json").read_text("utf-8"))
     log = (repo / record["log"]).read_text("utf-8")

@@ -12,7 +12,7 @@ from urllib.parse import quote, quote_plus
 
 import yaml
 
-from tests.support.cli import run_cli
+from tests.support.cli import MainResult, run_cli, run_main
 from tests.support.repos import commit_all, git, write
 
 FAKE_TF = Path(__file__).resolve().parent / "fake_tf.py"
@@ -92,8 +92,14 @@ def add_job(repo: Path, name: str, text: str) -> None:
     commit_all(repo, f"add job {name}")
 
 
-def reconcile(repo: Path, *args: str, env: dict[str, str] | None = None,
-              timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def reconcile(repo: Path, *args: str, env: dict[str, str] | None = None) -> MainResult:
+    """One pass in this process (the drivers' own processes and servers are real)."""
+    return run_main("reconcile", "--repo", str(repo), *args, env=env)
+
+
+def reconcile_in_a_process(repo: Path, *args: str, env: dict[str, str] | None = None,
+                           timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """One pass as `python -m reconciler` (e.g. with a plugin on PYTHONPATH, found through entry points)."""
     return run_cli("reconcile", "--repo", str(repo), *args, env=env, timeout=timeout)
 
 
@@ -127,7 +133,7 @@ def assert_no_secret(repo: Path, secret: str, *outputs: str) -> None:
     for path in sorted((repo / "status").rglob("*")):
         if path.is_file():
             texts[str(path.relative_to(repo))] = path.read_text("utf-8")
-    texts["status --format json"] = run_cli("status", "--repo", str(repo), "--format", "json").stdout
+    texts["status --format json"] = run_main("status", "--repo", str(repo), "--format", "json").stdout
     assert any("status/logs/" in name for name in texts), "no build log was written"
     for name, text in texts.items():
         for kind, form in secret_forms(secret).items():
