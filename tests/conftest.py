@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import fuzz
-from tests.support.cli import run_cli
+from tests.support.cli import run_main
 from tests.support.repos import new_repo
 from tests.support.serve import WEBHOOK_SECRET, ServeProcess, start_serve
 
@@ -20,7 +20,7 @@ fuzz.load_profiles()
 def example_repo(tmp_path: Path) -> Path:
     """A fresh `reconciler init` repo (the bundled example, committed on main)."""
     repo = tmp_path / "deploy"
-    result = run_cli("init", str(repo))  # the installed command's `init` in a real process: the repo is real
+    result = run_main("init", str(repo))
     assert result.returncode == 0, result.stderr
     return repo
 
