@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +29,7 @@ from reconciler.core.settings import Settings
 from reconciler.core.validate import load_desired
 from tests.support import fuzz
 from tests.support.codes import DRIVER_CODES, VALIDATION_CODES
+from tests.support.repos import ROOT
 
 FUZZ = fuzz.examples(250, thorough=5000)
 
@@ -317,3 +321,20 @@ def test_fuzz_schema_shaped_jobs_validate_and_render(job: dict[str, Any]) -> Non
                                     {"DEPLOY_SECRET_KEY": "s3cret"}, redactor.add)
             assert prepared.assets is not None
             assert "s3cret" not in json.dumps([prepared.public_parameters, prepared.public_tokens], default=str)
+
+
+def test_ci_runs_the_same_examples_every_time() -> None:
+    """With CI set (as .ci/run does) every hypothesis test is derandomized and writes no example database;
+    elsewhere examples are random; RECONCILER_FUZZ_PROFILE names a profile explicitly."""
+    probe = ("from hypothesis import settings; from tests.support import fuzz; fuzz.load_profiles(); "
+             "print(fuzz.PROFILE, settings.default.derandomize, settings.default.database is None)")
+
+    def profile(**env: str) -> str:
+        clean = {k: v for k, v in os.environ.items() if k not in ("CI", "RECONCILER_FUZZ_PROFILE")}
+        return subprocess.run([sys.executable, "-c", probe], env={**clean, **env}, cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert profile(CI="true") == "ci True True"
+    assert profile() == "dev False False"
+    assert profile(CI="true", RECONCILER_FUZZ_PROFILE="thorough") == "thorough False False"
+    assert fuzz.examples(250, thorough=5000).max_examples == (5000 if fuzz.PROFILE == "thorough" else 250)

@@ -24,11 +24,13 @@ PROFILE = os.environ.get("RECONCILER_FUZZ_PROFILE") or ("ci" if _in_ci() else "d
 
 def load_profiles() -> None:
     # no deadline and no too-slow check: two cores are shared with other work, so time says nothing here
-    relaxed = [HealthCheck.too_slow, HealthCheck.data_too_large]
-    settings.register_profile("ci", derandomize=True, database=None, print_blob=True, deadline=None,
-                              suppress_health_check=relaxed)
-    settings.register_profile("dev", deadline=None, suppress_health_check=relaxed)
-    settings.register_profile("thorough", deadline=None, suppress_health_check=relaxed)
+    # Hypothesis' own defaults as the base: recent versions load a built-in `ci` profile by themselves when
+    # they see CI set, and a profile registered without a parent would inherit whatever is loaded
+    base = settings(settings.get_profile("default"), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.register_profile("ci", base, derandomize=True, database=None, print_blob=True)
+    settings.register_profile("dev", base, derandomize=False)
+    settings.register_profile("thorough", base, derandomize=False)
     settings.load_profile(PROFILE)
 
 
