@@ -75,3 +75,16 @@ def test_every_command_is_documented() -> None:
     commands = section("commands")
     for name in command_names():
         assert f"| `{name}" in commands, name
+
+
+def test_ci_runs_the_readme_test_command_in_a_fresh_venv() -> None:
+    """The README's second command is the test command, and .ci/run runs exactly it, in a new venv."""
+    first_block = re.search(r"```sh\n(.*?)```", README, re.S)
+    assert first_block is not None
+    commands = first_block.group(1).strip().splitlines()
+    assert commands[1] == "python3 -m pip install -q -e '.[test]' && python3 -m pytest -q"
+    script = (ROOT / ".ci" / "run").read_text("utf-8").splitlines()
+    assert script[-1] == commands[1]
+    assert any(line.startswith("python3 -m venv ") for line in script)
+    assert any(line.startswith(". ") and "/bin/activate" in line for line in script)
+    assert any(line.startswith("apt-get update") for line in script)
