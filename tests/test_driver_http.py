@@ -122,7 +122,7 @@ def test_429_honours_retry_after(tmp_path: Path, target: Target) -> None:
     repo = repo_for(tmp_path, target, {"deploy": job_yaml(users=["u1"])})
     assert run(repo)[0] == 0
     assert users_of(repo, "deploy") == {"u1": "DEPLOYED"}
-    first, second = [r for r in target.requests if r.method == "PUT"]
+    first, second = (r for r in target.requests if r.method == "PUT")
     assert second.at - first.at >= 0.95
     assert "retry 1 of 2 in 1.0 s" in build_log(repo, "deploy")
 
