@@ -94,7 +94,7 @@ def committed_record(repo: Path, job: str, ref: str = "main") -> dict[str, Any] 
     return data
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 60, what: str | Callable[[], str] = "it",
+def wait_for(condition: Callable[[], object], timeout: float = 90, what: str | Callable[[], str] = "it",
              alive: Callable[[], None] | None = None) -> None:
     """Poll `condition` until it holds (a deadline, never a fixed sleep); `alive` may fail early (a daemon
     that died); `what` names what was awaited, or gives the state to show when the deadline passes."""
