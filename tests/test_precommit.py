@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.cli import run_cli
+from tests.support.cli import run_main
 from tests.support.repos import GIT_ENV, ROOT, commit_all, git, write
 
 
@@ -34,7 +34,7 @@ def pre_commit(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.Complet
 
 def test_try_repo_validates_a_deployment_repo(tmp_path: Path) -> None:
     repo = tmp_path / "deploy"
-    assert run_cli("init", str(repo)).returncode == 0
+    assert run_main("init", str(repo)).returncode == 0
     env = offline_env(tmp_path)
     write(repo, "jobs/broken.yaml", "blocks:\n  - definition: nope\n    server: prod-eu\n    users: all\n")
     git(repo, "add", "-A")
