@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.support.cli import run_main
-from tests.support.repos import commit_all, git, write
+from tests.support.repos import commit_all, flow_job, git, write
 
-JOB = "blocks:\n  - {definition: app, server: srv, users: [u1], content_tokens: {greeting: hi}}\n"
+JOB = flow_job("[u1]")
 
 
 def quiet_note(repo: Path) -> dict[str, object] | None:

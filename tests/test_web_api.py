@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.cli import run_main
-from tests.support.repos import commit_all, write
+from tests.support.repos import commit_all, flow_job, write
 from tests.support.serve import ServeProcess
 
-JOB = "blocks:\n  - {{definition: app, server: srv, users: {users}, content_tokens: {{greeting: hi}}}}\n"
 HEADERS = ("Build ID", "Job", "Environment", "Organization", "Module Type", "Module Name", "Action", "Status",
            "Created", "Last Run")
 
@@ -75,7 +74,7 @@ def test_a_new_commit_is_seen_without_restart(make_repo: Callable[..., Path],
     repo = make_repo()
     server = serve(repo)
     assert server.get("/api/jobs").json() == []
-    write(repo, "jobs/later.yaml", JOB.format(users="[u1]"))
+    write(repo, "jobs/later.yaml", flow_job("[u1]"))
     commit_all(repo, "add a job")
     rows = server.get("/api/jobs").json()
     assert [(r["job"], r["status"]) for r in rows] == [("later", "PENDING")]

@@ -51,6 +51,11 @@ blocks:
 """
 
 
+def flow_job(users: str = "[u1]", greeting: str = "hi") -> str:
+    """A one-block job of `app` on `srv` in one line of flow style, e.g. for `users` "[u1, u2]" or "all"."""
+    return f"blocks:\n  - {{definition: app, server: srv, users: {users}, content_tokens: {{greeting: {greeting}}}}}\n"
+
+
 def git(repo: Path, *args: str, check: bool = True) -> str:
     env = {**os.environ, **GIT_ENV, "HOME": str(repo.parent)}
     proc = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=False)
