@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.cli import main
-from tests.conftest import GIT_ENV, commit_all, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import GIT_ENV, commit_all, write
 
 MakeRepo = Callable[..., Path]
 TRIALS = 60

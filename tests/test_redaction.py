@@ -20,8 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import GIT_ENV, commit_all, git, run_cli, write
+from tests.support.cli import run_cli
 from tests.support.http_target import Target
+from tests.support.repos import GIT_ENV, commit_all, git, write
 
 SECRET = "Zq8/sEcr3t+v4lue=&<x>'q\"end"
 MULTI = "-----BEGIN KEY-----\nMIIEfirstLineOfTheKey0123\nsecondLineOfTheKey4567==\n-----END KEY-----"

@@ -26,7 +26,8 @@ from reconciler.core.rollout import (
     wave_summary,
     wave_targets,
 )
-from tests.conftest import run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import write
 
 
 def rollout(*waves: int | str, max_failures: int | str = 0) -> Rollout:

@@ -13,7 +13,8 @@ from typing import Any
 
 from reconciler.core.freeze import DAYS
 from reconciler.core.timeutil import iso, utcnow
-from tests.conftest import commit_all, git, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import commit_all, git, write
 
 BLOCK = ("blocks:\n  - definition: app\n    server: srv\n    users: all\n"
          "    content_tokens: {{greeting: {greeting}}}\n")
@@ -164,7 +165,7 @@ def test_the_page_keeps_the_reason_after_a_refresh_in_a_browser(make_repo: Calla
                                                                 serve: Callable[..., Any]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.test_web_browser import ARGS, CHROMIUM
+    from tests.support.browser import ARGS, CHROMIUM
 
     repo = make_repo(jobs={"a": job(), "b": job(["a"])})
     server = serve(repo)

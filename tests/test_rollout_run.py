@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from reconciler.core.timeutil import iso, utcnow
-from tests.conftest import commit_all, git, run_cli, write
-from tests.test_notify import Receiver, _refused_url
+from tests.support.cli import run_cli
+from tests.support.receiver import Receiver, refused_url
+from tests.support.repos import commit_all, git, write
 
 TARGET = textwrap.dedent("""\
     # A deployment target for the tests: records each call, fails the users listed in FAIL, and counts
@@ -154,7 +155,7 @@ def receiver() -> Iterator[Receiver]:
 def test_notifications_of_a_pass(command_repo: Callable[..., Path], receiver: Receiver) -> None:
     settings = (f"notify:\n  - url: {receiver.url}/hook\n    events: [job.claimed, job.finished, job.blocked]\n"
                 "    secret: {secret: DEPLOY_SECRET_HMAC}\n"
-                f"  - url: {_refused_url()}\n    events: [job.claimed, job.finished]\n")
+                f"  - url: {refused_url()}\n    events: [job.claimed, job.finished]\n")
     jobs = {"first": "blocks:\n  - {definition: app, server: other, users: all}\n",
             "second": "after: [first]\nblocks:\n  - {definition: web, server: other, users: all}\n"}
     repo = command_repo(jobs, settings=settings)

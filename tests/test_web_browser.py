@@ -12,13 +12,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.support.browser import ARGS, CHROMIUM
 from tests.support.cli import run_main
 from tests.support.repos import ROOT, commit_all, write
 from tests.support.serve import ServeProcess, github_signature
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
 HEADERS = ["Build ID", "Job", "Environment", "Organization", "Module Type", "Module Name", "Action", "Status",
            "Created", "Last Run"]
 NEW_JOB = """\
