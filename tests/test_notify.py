@@ -224,12 +224,12 @@ def test_metrics_show_every_outcome() -> None:
 def test_detail_of_record_is_the_shape_status_prints(make_repo: Any) -> None:
     from reconciler.core.listing import detail_of_record
     from reconciler.core.records import parse_record
-    from tests.support.cli import run_cli
+    from tests.support.cli import run_main
 
     repo = make_repo(jobs={"j": "blocks:\n  - {definition: app, server: srv, users: all, "
                                 "content_tokens: {greeting: hi}}\n"})
-    assert run_cli("reconcile", "--repo", str(repo)).returncode == 0
-    printed = json.loads(run_cli("status", "j", "--format", "json", "--repo", str(repo)).stdout)
+    assert run_main("reconcile", "--repo", str(repo)).returncode == 0
+    printed = json.loads(run_main("status", "j", "--format", "json", "--repo", str(repo)).stdout)
     record = parse_record("j", (repo / "status" / "j.json").read_bytes())
     assert detail_of_record(record, path="jobs/j.yaml").as_json() == printed
 
