@@ -37,7 +37,7 @@ def test_oldest_constraints_are_the_claimed_lower_bounds() -> None:
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
     claimed = {}
-    for text in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+    for text in [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]:
         requirement = Requirement(text)
         lower = [s.version for s in requirement.specifier if s.operator == ">="]
         if lower:
