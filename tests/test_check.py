@@ -8,7 +8,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import commit_all, git, run_cli, write
+from tests.support.cli import run_main
+from tests.support.repos import commit_all, git, write
 
 GOLDEN = Path(__file__).parent / "golden" / "check.md"
 
@@ -57,7 +58,7 @@ def normalise(text: str) -> str:
 def pull_request(make_repo: Callable[..., Path]) -> Path:
     """main: `done` executed; branch `pr`: adds `new`, edits `done`, adds the invalid `bad`."""
     repo = make_repo(jobs={"done": DONE})
-    result = run_cli("reconcile", "--repo", str(repo))
+    result = run_main("reconcile", "--repo", str(repo))
     assert result.returncode == 0, result.stderr
     git(repo, "checkout", "-q", "-b", "pr")
     write(repo, "jobs/new.yaml", NEW)
@@ -70,7 +71,7 @@ def pull_request(make_repo: Callable[..., Path]) -> Path:
 def test_pull_request_scenario_json(make_repo: Callable[..., Path]) -> None:
     repo = pull_request(make_repo)
     before = git(repo, "rev-parse", "main", "pr")
-    result = run_cli("check", "--repo", str(repo), "--base", "main", "--format", "json")
+    result = run_main("check", "--repo", str(repo), "--base", "main", "--format", "json")
     assert result.returncode == 1, result.stderr
     data = json.loads(result.stdout)
     assert data["valid"] is False
@@ -101,7 +102,7 @@ def test_pull_request_scenario_json(make_repo: Callable[..., Path]) -> None:
 
 def test_pull_request_markdown_matches_golden(make_repo: Callable[..., Path]) -> None:
     repo = pull_request(make_repo)
-    result = run_cli("check", "--repo", str(repo), "--base", "main", "--head", "pr", "--format", "markdown")
+    result = run_main("check", "--repo", str(repo), "--base", "main", "--head", "pr", "--format", "markdown")
     assert result.returncode == 1, result.stderr
     got = normalise(result.stdout)
     if os.environ.get("UPDATE_GOLDEN"):
@@ -112,7 +113,7 @@ def test_pull_request_markdown_matches_golden(make_repo: Callable[..., Path]) ->
 
 def test_github_annotations(make_repo: Callable[..., Path]) -> None:
     repo = pull_request(make_repo)
-    result = run_cli("check", "--repo", str(repo), "--base", "main", "--format", "github")
+    result = run_main("check", "--repo", str(repo), "--base", "main", "--format", "github")
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert any(line.startswith("::error file=jobs/done.yaml,line=1,title=MODIFIED::") for line in lines)
@@ -128,7 +129,7 @@ def test_text_format_and_clean_pull_request_passes(make_repo: Callable[..., Path
     git(repo, "checkout", "-q", "-b", "pr")
     write(repo, "jobs/next.yaml", DONE.replace("hello", "bonjour"))
     commit_all(repo, "add a job")
-    result = run_cli("check", "--repo", str(repo), "--base", "main")
+    result = run_main("check", "--repo", str(repo), "--base", "main")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "next (added): PENDING, runs on merge" in result.stdout
     assert "done (unchanged): PENDING, runs on merge" in result.stdout  # not run yet on main: merging runs it
@@ -138,7 +139,7 @@ def test_text_format_and_clean_pull_request_passes(make_repo: Callable[..., Path
 
 def test_ledger_edits_fail_one_problem_per_path(make_repo: Callable[..., Path]) -> None:
     repo = make_repo(jobs={"done": DONE})
-    assert run_cli("reconcile", "--repo", str(repo)).returncode == 0
+    assert run_main("reconcile", "--repo", str(repo)).returncode == 0
     git(repo, "checkout", "-q", "-b", "pr")
     record = repo / "status" / "done.json"
     record.write_text(record.read_text("utf-8").replace('"SUCCESS"', '"FAILURE"'), "utf-8")
@@ -146,7 +147,7 @@ def test_ledger_edits_fail_one_problem_per_path(make_repo: Callable[..., Path]) 
     log = next((repo / "status" / "logs").iterdir())
     log.unlink()
     commit_all(repo, "tamper with the ledger")
-    result = run_cli("check", "--repo", str(repo), "--base", "main", "--format", "json")
+    result = run_main("check", "--repo", str(repo), "--base", "main", "--format", "json")
     assert result.returncode == 1
     edits = {p["path"]: p for p in json.loads(result.stdout)["problems"] if p["code"] == "LEDGER_EDIT"}
     assert set(edits) == {"status/done.json", "status/forged.json", f"status/logs/{log.name}"}
@@ -161,8 +162,8 @@ def test_base_moving_on_after_branching_is_not_blamed_on_the_pr(make_repo: Calla
     write(repo, "jobs/next.yaml", DONE.replace("hello", "hej"))
     commit_all(repo, "add a job")
     git(repo, "checkout", "-q", "main")
-    assert run_cli("reconcile", "--repo", str(repo)).returncode == 0  # main moves on with status commits
-    result = run_cli("check", "--repo", str(repo), "--base", "main", "--head", "pr", "--format", "json")
+    assert run_main("reconcile", "--repo", str(repo)).returncode == 0  # main moves on with status commits
+    result = run_main("check", "--repo", str(repo), "--base", "main", "--head", "pr", "--format", "json")
     data = json.loads(result.stdout)
     assert result.returncode == 0, data["problems"]
     assert data["to_run"] == ["next"]  # `done` has a record on the base: not run again
@@ -170,12 +171,12 @@ def test_base_moving_on_after_branching_is_not_blamed_on_the_pr(make_repo: Calla
 
 def test_settings_come_from_the_base(make_repo: Callable[..., Path]) -> None:
     repo = make_repo(jobs={"done": DONE})
-    assert run_cli("reconcile", "--repo", str(repo)).returncode == 0
+    assert run_main("reconcile", "--repo", str(repo)).returncode == 0
     git(repo, "checkout", "-q", "-b", "pr")
     write(repo, "reconciler.yaml", "ledger_dir: elsewhere\nsecret_prefixes: [ANY_]\n")
     write(repo, "jobs/leak.yaml", DONE.replace("hello", "{secret: ANY_TOKEN}"))
     commit_all(repo, "move the ledger and widen secrets")
-    result = run_cli("check", "--repo", str(repo), "--base", "main", "--format", "json")
+    result = run_main("check", "--repo", str(repo), "--base", "main", "--format", "json")
     assert result.returncode == 1
     data = json.loads(result.stdout)
     codes = {(p["path"], p["code"]) for p in data["problems"]}
@@ -187,7 +188,7 @@ def test_settings_come_from_the_base(make_repo: Callable[..., Path]) -> None:
 
 def test_unknown_base_is_a_usage_error(make_repo: Callable[..., Path]) -> None:
     repo = make_repo()
-    result = run_cli("check", "--repo", str(repo), "--base", "origin/nope")
+    result = run_main("check", "--repo", str(repo), "--base", "origin/nope")
     assert result.returncode == 2
     assert "base 'origin/nope' is not a commit" in result.stderr
     assert "Traceback" not in result.stderr

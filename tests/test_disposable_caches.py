@@ -12,40 +12,25 @@ import contextlib
 import os
 import random
 import shutil
-import signal
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from reconciler.cli import main
-from tests.conftest import GIT_ENV, commit_all, run_cli, write
+from tests.support.cli import run_main
+from tests.support.repos import commit_all, write
 
 MakeRepo = Callable[..., Path]
 TRIALS = 60
 DONE = "blocks:\n  - {definition: app, server: srv, users: all, content_tokens: {greeting: hi}}\n"
 
 
-@pytest.fixture(autouse=True)
-def _git_identity(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key, value in GIT_ENV.items():
-        monkeypatch.setenv(key, value)
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in handlers.items():  # `reconcile` installs its own in-process
-        signal.signal(sig, handler)
-
-
-def answers(repo: Path, capsys: pytest.CaptureFixture[str]) -> list[tuple[str, int, str]]:
+def answers(repo: Path) -> list[tuple[str, int, str]]:
     found = []
     for args in (["status", "--format", "json"], ["plan", "--format", "json"], ["reconcile"],
                  ["status", "--format", "json"]):
-        capsys.readouterr()
-        code = main([*args, "--repo", str(repo)])
-        out, err = capsys.readouterr()
-        assert "internal error" not in err, f"{args}: {err}"
-        found.append((" ".join(args), code, out))
+        result = run_main(*args, "--repo", str(repo))
+        assert "internal error" not in result.stderr, f"{args}: {result.stderr}"
+        found.append((" ".join(args), result.returncode, result.stdout))
     return found
 
 
@@ -110,15 +95,14 @@ def restore(state: Path, pristine: Path) -> None:
     shutil.copytree(pristine, state, symlinks=True)
 
 
-def test_random_damage_never_changes_an_answer(make_repo: MakeRepo, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_random_damage_never_changes_an_answer(make_repo: MakeRepo, tmp_path: Path) -> None:
     repo = make_repo(jobs={"done": DONE, "later": DONE.replace("blocks", "run_at: '2999-01-01T00:00:00Z'\nblocks"),
                            "draft": "suspend: true\n" + DONE})
-    assert main(["reconcile", "--repo", str(repo)]) == 0
-    assert main(["reconcile", "--repo", str(repo)]) == 0  # a quiet pass: its note is written
+    assert run_main("reconcile", "--repo", str(repo)).returncode == 0
+    assert run_main("reconcile", "--repo", str(repo)).returncode == 0  # a quiet pass: its note is written
     state = repo / ".git" / "reconciler"
-    clean = answers(repo, capsys)
-    assert clean == answers(repo, capsys)  # the answers are stable with intact files
+    clean = answers(repo)
+    assert clean == answers(repo)  # the answers are stable with intact files
     assert {p.name for p in state.iterdir()} >= {"cache-v1.bin", "quiet.json", "lock"}
     pristine = tmp_path / "pristine"
     shutil.copytree(state, pristine, symlinks=True)
@@ -131,8 +115,8 @@ def test_random_damage_never_changes_an_answer(make_repo: MakeRepo, tmp_path: Pa
         kind = damage(target, rng)
         what = f"trial {trial}: {target.relative_to(repo)} {kind}"
         damaged.append(what)
-        assert answers(repo, capsys) == clean, what
-        assert answers(repo, capsys) == clean, what + " (after the rebuild)"
+        assert answers(repo) == clean, what
+        assert answers(repo) == clean, what + " (after the rebuild)"
     for name in ("cache-v1.bin", "quiet.json", "lock"):
         assert any(name in d for d in damaged), name
 
@@ -140,7 +124,7 @@ def test_random_damage_never_changes_an_answer(make_repo: MakeRepo, tmp_path: Pa
 def test_damaged_cache_and_notes_before_real_work(make_repo: MakeRepo) -> None:
     """A pass with work to do after each kind of damage: the new job runs, exactly as without damage."""
     repo = make_repo(jobs={"first": DONE})
-    assert run_cli("reconcile", "--repo", str(repo)).returncode == 0
+    assert run_main("reconcile", "--repo", str(repo)).returncode == 0
     state = repo / ".git" / "reconciler"
     rng = random.Random(7)
     for i, kind in enumerate(["flip", "truncate", "garbage", "folder", "fifo"]):
@@ -160,8 +144,8 @@ def test_damaged_cache_and_notes_before_real_work(make_repo: MakeRepo) -> None:
                     path.mkdir() if kind == "folder" else os.mkfifo(path)
         write(repo, f"jobs/new-{i}.yaml", DONE)
         commit_all(repo, f"job new-{i}")
-        result = run_cli("reconcile", "--repo", str(repo))
+        result = run_main("reconcile", "--repo", str(repo))
         assert result.returncode == 0, f"{kind}: {result.stdout}{result.stderr}"
         assert f"new-{i}: SUCCESS" in result.stdout, kind
-        again = run_cli("reconcile", "--repo", str(repo))
+        again = run_main("reconcile", "--repo", str(repo))
         assert again.returncode == 0 and "nothing to do: " + str(i + 2) in again.stdout, kind

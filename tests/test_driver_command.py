@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from tests.conftest import git, run_cli
+from tests.support.cli import run_main
 from tests.support.driver_repos import (
     CONTENT,
     add_job,
@@ -21,6 +21,7 @@ from tests.support.driver_repos import (
     record,
     users_of,
 )
+from tests.support.repos import git
 
 ALL_DEPLOYED = {"u1": "DEPLOYED", "u2": "DEPLOYED", "u3": "DEPLOYED"}
 
@@ -89,7 +90,7 @@ def test_workdir_inside_the_content(tmp_path: Path) -> None:
 def test_workdir_escape_is_a_validation_problem(tmp_path: Path) -> None:
     repo = make_driver_repo(tmp_path / "deploy", command_driver(tmp_path / "s", workdir="../../outside"),
                             {"deploy": job_yaml()})
-    result = run_cli("validate", "--repo", str(repo), "--format", "json")
+    result = run_main("validate", "--repo", str(repo), "--format", "json")
     assert result.returncode == 1
     problems = json.loads(result.stdout)["problems"]
     line = (repo / "servers/srv.yaml").read_text().splitlines().index("  workdir: ../../outside") + 1
@@ -193,6 +194,6 @@ def test_secret_never_leaks_even_when_the_tool_prints_it(tmp_path: Path) -> None
     assert "u1 stdout: RECONCILER_TOKEN_API_KEY=[REDACTED] url=[REDACTED] b64=" in log
     add_job(repo, "broken", job_yaml(greeting=ref, params={"api_key": ref, "mode": "fail"}))
     failed = reconcile(repo, env=env)
-    logs = run_cli("logs", "--repo", str(repo), record(repo, "deploy")["build_id"])
+    logs = run_main("logs", "--repo", str(repo), record(repo, "deploy")["build_id"])
     assert_no_secret(repo, secret, result.stdout, result.stderr, failed.stdout, failed.stderr, logs.stdout)
     assert os.environ.get("DEPLOY_SECRET_DB") is None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.support.cli import run_main
 from tests.support.driver_repos import (
     BINARY,
     add_job,
@@ -122,7 +122,7 @@ def test_429_honours_retry_after(tmp_path: Path, target: Target) -> None:
     repo = repo_for(tmp_path, target, {"deploy": job_yaml(users=["u1"])})
     assert run(repo)[0] == 0
     assert users_of(repo, "deploy") == {"u1": "DEPLOYED"}
-    first, second = [r for r in target.requests if r.method == "PUT"]
+    first, second = (r for r in target.requests if r.method == "PUT")
     assert second.at - first.at >= 0.95
     assert "retry 1 of 2 in 1.0 s" in build_log(repo, "deploy")
 
@@ -188,7 +188,7 @@ def test_missing_auth_secret_claims_nothing_and_sends_nothing(tmp_path: Path, ta
 def test_settings_are_validated(tmp_path: Path, target: Target) -> None:
     repo = make_driver_repo(tmp_path / "deploy", http_driver("http://user:pw@127.0.0.1:9/x?a=1",
                                                              auth={"secret": "AWS_TOKEN"}))
-    result = run_cli("validate", "--repo", str(repo), "--format", "json")
+    result = run_main("validate", "--repo", str(repo), "--format", "json")
     assert result.returncode == 1
     problems = {(p["code"], p["path"]) for p in json.loads(result.stdout)["problems"]}
     assert problems == {("SECRET_PREFIX", "servers/srv.yaml"), ("SECRET_REQUIRED", "servers/srv.yaml"),
@@ -213,7 +213,7 @@ def test_secret_never_leaks_even_when_the_target_echoes_it(tmp_path: Path) -> No
         planned = reconcile(repo, env=env)
     log = build_log(repo, "deploy")
     assert "[REDACTED]" in log and '"echo"' in log  # the echo was logged, masked
-    logs = run_cli("logs", "--repo", str(repo), record(repo, "deploy")["build_id"])
+    logs = run_main("logs", "--repo", str(repo), record(repo, "deploy")["build_id"])
     for secret_value in (secret, TOKEN_VALUE):
         assert_no_secret(repo, secret_value, result.stdout, result.stderr, planned.stdout, planned.stderr,
                          logs.stdout, logs.stderr)

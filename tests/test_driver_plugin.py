@@ -15,8 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
-from tests.support.driver_repos import add_job, job_yaml, make_driver_repo, reasons_of, reconcile, users_of
+from tests.support.cli import run_cli
+from tests.support.driver_repos import (
+    add_job,
+    job_yaml,
+    make_driver_repo,
+    reasons_of,
+    reconcile_in_a_process,
+    users_of,
+)
+from tests.support.repos import ROOT
 
 PLUGIN_SOURCE = ROOT / "tests" / "plugin_pkg"
 
@@ -45,7 +53,7 @@ def test_plugin_driver_plans_applies_and_destroys(tmp_path: Path, plugin_path: P
     repo = make_driver_repo(tmp_path / "deploy", {"type": "demo", "path": str(target)},
                             {"deploy": job_yaml(params={"api_key": "k"})})
     assert run_cli("validate", "--repo", str(repo), env=env).returncode == 0
-    result = reconcile(repo, env=env)
+    result = reconcile_in_a_process(repo, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert users_of(repo, "deploy") == {"u1": "DEPLOYED", "u2": "DEPLOYED", "u3": "DEPLOYED"}
     written = json.loads((target / "u2--app.json").read_text())
@@ -54,7 +62,7 @@ def test_plugin_driver_plans_applies_and_destroys(tmp_path: Path, plugin_path: P
 
     add_job(repo, "preview", job_yaml(action="PLAN", users=["u1"]))
     add_job(repo, "remove", job_yaml(action="DESTROY", users=["u1"]))
-    assert reconcile(repo, env=env).returncode == 0
+    assert reconcile_in_a_process(repo, env=env).returncode == 0
     assert reasons_of(repo, "preview") == {"u1": "would update"}
     assert users_of(repo, "remove") == {"u1": "DESTROYED"}
     assert not (target / "u1--app.json").exists() and (target / "u2--app.json").exists()
@@ -79,7 +87,7 @@ def test_unknown_driver_names_the_installed_ones(tmp_path: Path, plugin_path: Pa
         assert installed in unknown[0]["message"], unknown[0]["message"]
     # without the plugin installed, a server using it is invalid and its jobs never run
     repo2 = make_driver_repo(tmp_path / "deploy2", {"type": "demo", "path": "/x"}, {"deploy": job_yaml()})
-    assert reconcile(repo2).returncode == 1
+    assert reconcile_in_a_process(repo2).returncode == 1
     assert not (repo2 / "status" / "deploy.json").exists()
 
 
@@ -88,7 +96,7 @@ def test_plugin_errors_follow_the_failure_policy(tmp_path: Path, plugin_path: Pa
     driver = {"type": "demo", "path": str(target), "fail_users": ["u2"]}
     repo = make_driver_repo(tmp_path / "deploy", driver, {"skip": job_yaml(on_failure="skip"),
                                                           "abort": job_yaml(on_failure="abort", blocks=2)})
-    assert reconcile(repo, "--concurrency", "1", env=with_plugin(plugin_path)).returncode == 1
+    assert reconcile_in_a_process(repo, "--concurrency", "1", env=with_plugin(plugin_path)).returncode == 1
     assert users_of(repo, "skip") == {"u1": "DEPLOYED", "u2": "FAILED", "u3": "DEPLOYED"}
     assert reasons_of(repo, "skip")["u2"] == "driver error: RuntimeError: demo target refused u2"
     assert users_of(repo, "abort", 0) == {"u1": "DEPLOYED", "u2": "FAILED", "u3": "NOT_RUN"}

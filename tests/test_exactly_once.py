@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.conftest import GIT_ENV, ROOT, commit_all, git, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import GIT_ENV, ROOT, commit_all, git, write
 
 SCHEMA = Draft202012Validator(json.loads((ROOT / "schemas" / "status.schema.json").read_text()))
 USERS = ("u1", "u2", "u3")

@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.core.settings import ExecutorConfig, parse_settings
 from reconciler.run.executors import chosen_config
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 HINT = "pip install 'gitops-reconciler[fleet]'"
 

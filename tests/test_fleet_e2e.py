@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("celery", reason="fleet mode needs the extra `fleet`")
 
-from tests.conftest import GIT_ENV, git, run_cli
+from tests.support.cli import run_cli
 from tests.support.fleet import (
     Fleet,
     RedisServer,
@@ -29,6 +29,7 @@ from tests.support.fleet import (
     job_yaml,
     wait_for,
 )
+from tests.support.repos import GIT_ENV, git
 
 
 @pytest.fixture

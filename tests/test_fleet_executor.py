@@ -20,7 +20,6 @@ from reconciler.run.executors import ExecutorUnavailable, UserTask
 from reconciler.run.fleet import keys
 from reconciler.run.fleet.executor import CeleryExecutor
 from reconciler.run.fleet.metrics import read as read_metrics
-from tests.conftest import git
 from tests.support.fleet import (
     Fleet,
     RedisServer,
@@ -33,6 +32,7 @@ from tests.support.fleet import (
     job_yaml,
     wait_for,
 )
+from tests.support.repos import git
 
 SECRET = "s3cret-value-for-fleet"
 

@@ -7,11 +7,10 @@ against schemas/status.schema.json and reads back through the ledger parser.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler import drivers
@@ -31,12 +30,9 @@ from reconciler.core.records import (
 )
 from reconciler.core.settings import Settings
 from reconciler.core.validate import Desired, load_desired
+from tests.support import fuzz
 
-settings.register_profile("ci", max_examples=200, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("thorough", max_examples=3000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-FUZZ = settings.get_profile(os.environ.get("RECONCILER_FUZZ_PROFILE", "ci"))
+FUZZ = fuzz.examples(200, thorough=3000)
 
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 BASE = {

@@ -3,7 +3,7 @@
 Whatever the bytes, `yamlsafe.load` returns plain data or raises `YamlProblem`, and `load_desired`
 plus `plan` return problems (a known code, a file of the repo, a line inside it, one printable
 line of text), never an exception. Everything runs in memory over a small `RepoFiles`.
-Examples per test: the `ci` profile (default) or `RECONCILER_FUZZ_PROFILE=thorough`.
+Examples per test: tests/support/fuzz.py (derandomized under CI; `RECONCILER_FUZZ_PROFILE=thorough` for a long run).
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from reconciler import drivers
@@ -25,20 +27,14 @@ from reconciler.core.plan import plan
 from reconciler.core.records import Ledger
 from reconciler.core.settings import Settings
 from reconciler.core.validate import load_desired
+from tests.support import fuzz
+from tests.support.codes import DRIVER_CODES, VALIDATION_CODES
+from tests.support.repos import ROOT
 
-settings.register_profile("ci", max_examples=250, deadline=None, derandomize=False,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("thorough", max_examples=5000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-FUZZ = settings.get_profile(os.environ.get("RECONCILER_FUZZ_PROFILE", "ci"))
+FUZZ = fuzz.examples(250, thorough=5000)
 
-KNOWN_CODES = {
-    "YAML_PARSE", "YAML_TOO_LARGE", "YAML_ENCODING", "YAML_DUPLICATE_KEY", "YAML_ALIAS_BUDGET", "YAML_DEPTH",
-    "YAML_TAG", "YAML_MERGE", "SCHEMA", "NAME_INVALID", "NAME_MISMATCH", "NAME_DUPLICATE", "USER_DUPLICATE",
-    "DRIVER_UNKNOWN", "DRIVER_SETTINGS", "PATH_ESCAPE", "CONTENT_MISSING", "CONTENT_TOKEN_UNDECLARED",
-    "TOKEN_DUPLICATE", "TOKEN_PATTERN", "TOKEN_VALUE", "SECRET_REQUIRED", "SECRET_PREFIX", "REF_SERVER",
-    "REF_DEFINITION", "REF_INVALID", "REF_USER", "TOKEN_UNDECLARED", "TOKEN_UNCONFIGURED",
-}
+# an empty ledger: no ledger problems, and nothing was executed, so nothing can be MODIFIED
+KNOWN_CODES = (VALIDATION_CODES - {"MODIFIED", "LEDGER_INVALID"}) | DRIVER_CODES
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 SERVER = """\
@@ -325,3 +321,20 @@ def test_fuzz_schema_shaped_jobs_validate_and_render(job: dict[str, Any]) -> Non
                                     {"DEPLOY_SECRET_KEY": "s3cret"}, redactor.add)
             assert prepared.assets is not None
             assert "s3cret" not in json.dumps([prepared.public_parameters, prepared.public_tokens], default=str)
+
+
+def test_ci_runs_the_same_examples_every_time() -> None:
+    """With CI set (as .ci/run does) every hypothesis test is derandomized and writes no example database;
+    elsewhere examples are random; RECONCILER_FUZZ_PROFILE names a profile explicitly."""
+    probe = ("from hypothesis import settings; from tests.support import fuzz; fuzz.load_profiles(); "
+             "print(fuzz.PROFILE, settings.default.derandomize, settings.default.database is None)")
+
+    def profile(**env: str) -> str:
+        clean = {k: v for k, v in os.environ.items() if k not in ("CI", "RECONCILER_FUZZ_PROFILE")}
+        return subprocess.run([sys.executable, "-c", probe], env={**clean, **env}, cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert profile(CI="true") == "ci True True"
+    assert profile() == "dev False False"
+    assert profile(CI="true", RECONCILER_FUZZ_PROFILE="thorough") == "thorough False False"
+    assert fuzz.examples(250, thorough=5000).max_examples == (5000 if fuzz.PROFILE == "thorough" else 250)

@@ -9,49 +9,30 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import GIT_ENV, commit_all, git, run_cli, write
+from tests.support.cli import run_main
+from tests.support.repos import GIT_ENV, GREETING_JOB, commit_all, committed_record, git, wait_for, write
 
-JOB = """\
-blocks:
-  - definition: app
-    server: srv
-    users: all
-    content_tokens: {greeting: "%s"}
-"""
+JOB = GREETING_JOB
 SLOW = {"RECONCILER_FAILPOINTS": "user.before-apply=sleep:2"}  # every user deployment takes 2 s
 
 
-def push(clone: Path, *args: str, env: dict[str, str] | None = None,
-         rebase: bool = False) -> tuple[float, str]:
+def push(clone: Path, *args: str, env: dict[str, str] | None = None, rebase: bool = False) -> str:
     """Push like a person: when the reconciler pushed status commits meanwhile, pull --rebase and retry."""
     for _ in range(10):
-        start = time.monotonic()
         proc = subprocess.run(["git", "push", "-q", "origin", *args], cwd=clone, capture_output=True,
                               text=True, env={**os.environ, **GIT_ENV, **(env or {})}, timeout=60,
                               check=False)
         if proc.returncode == 0:
-            return time.monotonic() - start, proc.stderr
-        assert rebase and "fetch first" in proc.stderr, proc.stderr
+            return proc.stderr
+        # the reconciler pushed its status commits first ("fetch first"), or while this push was on its way
+        assert rebase and ("fetch first" in proc.stderr or "cannot lock ref" in proc.stderr), proc.stderr
         git(clone, "pull", "-q", "--rebase")
     raise AssertionError("could not push")
-
-
-def record(bare: Path, job: str) -> dict[str, object] | None:
-    proc = subprocess.run(["git", "--git-dir", str(bare), "show", f"main:status/{job}.json"],
-                          capture_output=True, text=True, check=False)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
 def log_text(bare: Path) -> str:
     path = bare / "reconciler" / "hook.log"
     return path.read_text("utf-8") if path.exists() else ""
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def settled(bare: Path) -> bool:
@@ -71,7 +52,7 @@ def server_setup(make_repo: Callable[..., Path], env: dict[str, str] | None = No
         env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()), "utf-8")
         env_file.chmod(0o600)
         flags = ["--env-file", str(env_file)]
-    result = run_cli("hook", "install", "--bare", str(bare), *flags)
+    result = run_main("hook", "install", "--bare", str(bare), *flags)
     assert result.returncode == 0, result.stderr
     assert f"log: {bare.resolve() / 'reconciler' / 'hook.log'}" in result.stdout
     clone = source.parent / "laptop"
@@ -84,14 +65,14 @@ def test_install_writes_an_executable_hook_and_refuses_foreign_ones(make_repo: C
     hook = bare / "hooks" / "post-receive"
     assert os.access(hook, os.X_OK)
     assert "reconciler.triggers.push_hook post-receive" in hook.read_text("utf-8")
-    again = run_cli("hook", "install", "--bare", str(bare), "--branch", "main")
+    again = run_main("hook", "install", "--bare", str(bare), "--branch", "main")
     assert again.returncode == 0  # our own hook is replaced without --force
     hook.write_text("#!/bin/sh\necho mine\n", "utf-8")
-    refused = run_cli("hook", "install", "--bare", str(bare))
+    refused = run_main("hook", "install", "--bare", str(bare))
     assert refused.returncode == 2 and "--force" in refused.stderr
     assert hook.read_text("utf-8") == "#!/bin/sh\necho mine\n"
-    assert run_cli("hook", "install", "--bare", str(bare), "--force").returncode == 0
-    not_bare = run_cli("hook", "install", "--bare", str(make_repo("plain")))
+    assert run_main("hook", "install", "--bare", str(bare), "--force").returncode == 0
+    not_bare = run_main("hook", "install", "--bare", str(make_repo("plain")))
     assert not_bare.returncode == 2 and "not a bare repository" in not_bare.stderr
 
 
@@ -99,11 +80,11 @@ def test_push_starts_a_background_pass_without_waiting(make_repo: Callable[..., 
     bare, clone = server_setup(make_repo, env=SLOW)
     write(clone, "jobs/first.yaml", JOB % "hello")
     commit_all(clone, "add first")
-    took, stderr = push(clone, "main")
-    assert took < 2.0, f"the push waited {took:.1f} s for the deployment"
+    stderr = push(clone, "main")
     assert f"tail -f {bare.resolve() / 'reconciler' / 'hook.log'}" in stderr  # where to look
-    assert record(bare, "first") is None or record(bare, "first")["status"] != "SUCCESS"  # type: ignore[index]
-    wait_for(lambda: (record(bare, "first") or {}).get("status") == "SUCCESS")
+    # the push returned before the deployment (2 s a user) ended: it did not wait, however loaded the machine
+    assert committed_record(bare, "first") is None or committed_record(bare, "first")["status"] != "SUCCESS"
+    wait_for(lambda: (committed_record(bare, "first") or {}).get("status") == "SUCCESS")
     wait_for(lambda: settled(bare))
     text = log_text(bare)
     assert text.count("pass requested") == 1  # the pass's own status pushes started nothing
@@ -139,11 +120,11 @@ def test_pushes_close_together_coalesce(make_repo: Callable[..., Path]) -> None:
     for i, name in enumerate(("one", "two", "three")):
         write(clone, f"jobs/{name}.yaml", JOB % name)
         commit_all(clone, f"add {name}")
-        took, _ = push(clone, "main", rebase=True)
-        assert took < 2.0
+        push(clone, "main", rebase=True)
+        assert (committed_record(bare, name) or {}).get("status") != "SUCCESS"  # the push did not wait for it
         if i == 0:  # the first pass is busy with `one` (2 s per user) while the next pushes arrive
             wait_for(lambda: "pass started" in log_text(bare))
-    wait_for(lambda: all((record(bare, n) or {}).get("status") == "SUCCESS" for n in ("one", "two", "three")))
+    wait_for(lambda: all((committed_record(bare, n) or {}).get("status") == "SUCCESS" for n in ("one", "two", "three")))
     wait_for(lambda: settled(bare))
     text = log_text(bare)
     assert text.count("pass requested") == 3
@@ -159,11 +140,11 @@ def test_a_pass_gets_the_env_file_never_the_pushers_environment(make_repo: Calla
     write(clone, "jobs/second.yaml", JOB.replace('"%s"', "{secret: DEPLOY_SECRET_SHELL_ONLY}"))
     commit_all(clone, "two jobs reading secrets")
     push(clone, "main", env={"DEPLOY_SECRET_GREETING": from_shell, "DEPLOY_SECRET_SHELL_ONLY": from_shell})
-    wait_for(lambda: (record(bare, "first") or {}).get("status") == "SUCCESS")
+    wait_for(lambda: (committed_record(bare, "first") or {}).get("status") == "SUCCESS")
     wait_for(lambda: settled(bare))
     deployed = bare / "reconciler" / "worktree" / ".deployments" / "srv" / "u1" / "app" / "config.json"
     assert json.loads(deployed.read_text("utf-8")) == {"greeting": from_file}
-    assert record(bare, "second") is None  # not claimed: the shell's variable never reached the pass
+    assert committed_record(bare, "second") is None  # not claimed: the shell's variable never reached the pass
     text = log_text(bare)
     assert "SECRET_UNSET" in text and "DEPLOY_SECRET_SHELL_ONLY" in text
     assert from_file not in text and from_shell not in text
@@ -175,6 +156,6 @@ def test_a_broken_env_file_is_refused_without_showing_it(make_repo: Callable[...
     git(source.parent, "clone", "-q", "--bare", str(source), str(bare))
     env_file = tmp_path / "bad.env"
     env_file.write_text("DEPLOY_SECRET_OK=fine-value-here\nthis line is secret-looking garbage\n", "utf-8")
-    result = run_cli("hook", "install", "--bare", str(bare), "--env-file", str(env_file))
+    result = run_main("hook", "install", "--bare", str(bare), "--env-file", str(env_file))
     assert result.returncode == 2 and "line 2 is not KEY=VALUE" in result.stderr
     assert "garbage" not in result.stderr and "fine-value-here" not in result.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import GIT_ENV, commit_all, git, write
+from tests.support.repos import GIT_ENV, commit_all, git, write
 
 EVIL = '''\
 import pathlib

@@ -11,10 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -23,6 +21,7 @@ from reconciler.core.redact import MASK, Redactor
 from reconciler.core.settings import NotifyTarget, parse_settings
 from reconciler.run.notify import DeliveryCounts, Notifier
 from reconciler.web.metrics import Metrics
+from tests.support.receiver import Receiver, refused_url
 
 SHA = "a" * 40
 HMAC_KEY = "hmac-key-for-tests-0123456789"
@@ -36,41 +35,6 @@ DETAIL: dict[str, Any] = {
 }
 
 
-class Receiver:
-    """A real HTTP server on 127.0.0.1; `script`: status codes to answer in order (then 200)."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.script: list[int] = []
-        self.arrived = threading.Event()
-        self.release: threading.Event | None = None  # when set, requests wait for it before answering
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver.lock:
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                    code = receiver.script.pop(0) if receiver.script else 200
-                receiver.arrived.set()
-                if receiver.release is not None:
-                    receiver.release.wait(30)
-                self.send_response(code)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(r["body"]) for r in self.requests]
 
 
 @pytest.fixture
@@ -190,15 +154,10 @@ def test_gives_up_after_the_attempts_and_never_retries_a_404(receiver: Receiver)
     assert [data["error"] for event, data in seen if event == "notify.failed"] == ["HTTP 500", "HTTP 404"]
 
 
-def _refused_url() -> str:
-    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hook"
 
 
 def test_a_refused_connection_is_counted_and_never_raised() -> None:
-    sender, counts, seen = notifier(NotifyTarget(url=_refused_url(), events=("job.finished",)), attempts=2)
+    sender, counts, seen = notifier(NotifyTarget(url=refused_url(), events=("job.finished",)), attempts=2)
     sender.emit("job.finished", {**DETAIL, "status": "SUCCESS"}, SHA)
     sender.close(30)
     assert counts.snapshot() == {("json", "job.finished", "retried"): 1, ("json", "job.finished", "failed"): 1}
@@ -265,18 +224,18 @@ def test_metrics_show_every_outcome() -> None:
 def test_detail_of_record_is_the_shape_status_prints(make_repo: Any) -> None:
     from reconciler.core.listing import detail_of_record
     from reconciler.core.records import parse_record
-    from tests.conftest import run_cli
+    from tests.support.cli import run_main
 
     repo = make_repo(jobs={"j": "blocks:\n  - {definition: app, server: srv, users: all, "
                                 "content_tokens: {greeting: hi}}\n"})
-    assert run_cli("reconcile", "--repo", str(repo)).returncode == 0
-    printed = json.loads(run_cli("status", "j", "--format", "json", "--repo", str(repo)).stdout)
+    assert run_main("reconcile", "--repo", str(repo)).returncode == 0
+    printed = json.loads(run_main("status", "j", "--format", "json", "--repo", str(repo)).stdout)
     record = parse_record("j", (repo / "status" / "j.json").read_bytes())
     assert detail_of_record(record, path="jobs/j.yaml").as_json() == printed
 
 
 def test_a_dead_target_never_holds_up_another(receiver: Receiver) -> None:
-    dead = NotifyTarget(url=_refused_url(), events=("job.claimed",))
+    dead = NotifyTarget(url=refused_url(), events=("job.claimed",))
     live = NotifyTarget(url=receiver.url, events=("job.claimed",))
     sender = Notifier((dead, live), {}, Redactor(), counts=(counts := DeliveryCounts()), backoff=5.0)
     for _ in range(3):

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from reconciler.core import schemas
-from tests.conftest import ROOT, commit_all, git, run_cli, write
+from tests.support.cli import run_main
+from tests.support.repos import ROOT, commit_all, git, write
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from generate import generate
@@ -20,7 +21,7 @@ CACHE = Path(".git/reconciler/cache-v1.bin")
 
 
 def _json(*args: str, repo: Path) -> Any:
-    result = run_cli(*args, "--format", "json", "--repo", str(repo))
+    result = run_main(*args, "--format", "json", "--repo", str(repo))
     assert "Traceback" not in result.stderr, result.stderr
     return json.loads(result.stdout)
 
@@ -43,11 +44,11 @@ def test_generated_repo_validates_and_its_ledger_is_up_to_date(bench_repo: Path)
 
 
 def test_noop_reconcile_is_cached_and_the_cache_is_safe_to_delete(bench_repo: Path) -> None:
-    first = run_cli("reconcile", "--repo", str(bench_repo))
+    first = run_main("reconcile", "--repo", str(bench_repo))
     assert first.returncode == 0, first.stderr
     cache = bench_repo / CACHE
     assert cache.is_file()
-    again = run_cli("reconcile", "--repo", str(bench_repo))
+    again = run_main("reconcile", "--repo", str(bench_repo))
     assert again.returncode == 0 and again.stdout == first.stdout
     assert git(bench_repo, "status", "--porcelain") == ""  # the cache lives under .git/, not in the tree
     warm = _json("plan", repo=bench_repo)
@@ -58,7 +59,7 @@ def test_noop_reconcile_is_cached_and_the_cache_is_safe_to_delete(bench_repo: Pa
 
 
 def test_cache_never_hides_a_change(bench_repo: Path) -> None:
-    assert run_cli("reconcile", "--repo", str(bench_repo)).returncode == 0  # warm
+    assert run_main("reconcile", "--repo", str(bench_repo)).returncode == 0  # warm
     executed = sorted(p.stem for p in (bench_repo / "status").glob("*.json"))
     changed, broken = executed[0], executed[1]
     path = bench_repo / "jobs" / f"{changed}.yaml"
@@ -68,7 +69,7 @@ def test_cache_never_hides_a_change(bench_repo: Path) -> None:
     write(bench_repo, "jobs/brand-new.yaml", "blocks:\n  - definition: dash-000\n    server: srv-00\n"
           "    users: [user00001]\n    content_tokens: {title: New}\n")
     commit_all(bench_repo, "edit an executed job, hand-edit a record, add a job")
-    result = run_cli("reconcile", "--repo", str(bench_repo))
+    result = run_main("reconcile", "--repo", str(bench_repo))
     assert "Traceback" not in result.stderr
     assert result.returncode == 1  # problems found
     assert f"jobs/{changed}.yaml:1:" in result.stderr and "immutable" in result.stderr
@@ -79,7 +80,7 @@ def test_cache_never_hides_a_change(bench_repo: Path) -> None:
 
 
 def test_history_cache_matches_a_full_walk(bench_repo: Path) -> None:
-    assert run_cli("reconcile", "--repo", str(bench_repo)).returncode == 0
+    assert run_main("reconcile", "--repo", str(bench_repo)).returncode == 0
     write(bench_repo, "jobs/later.yaml", "suspend: true\nblocks:\n  - definition: dash-000\n    server: srv-00\n"
           "    users: all\n    content_tokens: {title: Later}\n")
     commit_all(bench_repo, "add a draft")

@@ -14,12 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler import drivers
-from reconciler.core.files import MemoryFiles, blob_id
+from reconciler.core.files import MemoryFiles
 from reconciler.core.plan import NEVER, Plan, plan
-from reconciler.core.records import Ledger, LedgerRecord, Owner
+from reconciler.core.records import Ledger
 from reconciler.core.settings import Settings
 from reconciler.core.timeutil import iso
 from reconciler.core.validate import Desired, load_desired
+from tests.support.records import record_for
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 SERVER = (b"environment: e\norganization: o\ndriver: {type: local, path: .deployments/srv}\n"
@@ -61,17 +62,6 @@ def job_text(spec: JobSpec, variant: str = "original") -> str:
     return "\n".join(lines) + "\n"
 
 
-def record_for(name: str, text: str, desired: Desired, status: str = "SUCCESS") -> LedgerRecord:
-    jf = desired.job_files[name]
-    assert jf.job is not None, jf.problems
-    return LedgerRecord(
-        job=name, job_blob=blob_id(text.encode()), spec_digest=jf.job.spec_digest, desired_commit="0" * 40,
-        build_id=f"20261121T110000Z-{name}-abcdef", status=status,  # type: ignore[arg-type]
-        owner=Owner(host="elsewhere", pid=1, started_at=NOW), lease_expires_at=None, created_at=None,
-        queued_at=NOW, started_at=NOW, finished_at=None if status == "WORKING" else NOW, on_failure="skip",
-        on_interrupt="resume", blocks=[], summary={}, log=f"status/logs/20261121T110000Z-{name}-abcdef.log",
-        error=None,
-    )
 
 
 def base_files() -> dict[str, bytes]:

@@ -21,7 +21,7 @@ from reconciler.core.plan import plan
 from reconciler.core.records import Ledger
 from reconciler.core.settings import parse_settings
 from reconciler.core.validate import Desired, load_desired
-from tests.test_plan_properties import record_for
+from tests.support.records import record_for
 
 NOW = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)  # a Friday
 SERVER = ("environment: {env}\norganization: o\ndriver: {{type: local, path: .deployments/{name}}}\n"

@@ -2,22 +2,28 @@
 
 `language: python` makes pre-commit build a virtualenv and `pip install` this checkout into it.
 Offline means: no package index (PIP_NO_INDEX), the build backend and the dependencies taken from
-the interpreter running the tests (system site packages, no build isolation).
+the environment running the tests, through PYTHONPATH: in a virtual environment that is the
+environment's own site-packages, which the virtualenv's "system site packages" would miss (they
+are the base interpreter's).
 """
 
 from __future__ import annotations
 
 import os
+import site
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import GIT_ENV, ROOT, commit_all, git, run_cli, write
+from tests.support.cli import run_main
+from tests.support.repos import GIT_ENV, ROOT, commit_all, git, write
 
 
 def offline_env(home: Path) -> dict[str, str]:
+    installed = [*site.getsitepackages(), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
     return {**os.environ, **GIT_ENV, "PRE_COMMIT_HOME": str(home / "pre-commit-cache"), "PIP_NO_INDEX": "1",
-            "VIRTUALENV_SYSTEM_SITE_PACKAGES": "1", "PIP_NO_BUILD_ISOLATION": "0",
+            "PIP_NO_BUILD_ISOLATION": "0",  # (sic: pip reads this as --no-build-isolation)
+            "PYTHONPATH": os.pathsep.join(filter(None, installed)),
             "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
 
 
@@ -28,7 +34,7 @@ def pre_commit(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.Complet
 
 def test_try_repo_validates_a_deployment_repo(tmp_path: Path) -> None:
     repo = tmp_path / "deploy"
-    assert run_cli("init", str(repo)).returncode == 0
+    assert run_main("init", str(repo)).returncode == 0
     env = offline_env(tmp_path)
     write(repo, "jobs/broken.yaml", "blocks:\n  - definition: nope\n    server: prod-eu\n    users: all\n")
     git(repo, "add", "-A")

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import GIT_ENV, commit_all, git, run_cli, write
+from tests.support.cli import run_main
 from tests.support.http_target import Target
+from tests.support.repos import GIT_ENV, commit_all, git, write
 
 SECRET = "Zq8/sEcr3t+v4lue=&<x>'q\"end"
 MULTI = "-----BEGIN KEY-----\nMIIEfirstLineOfTheKey0123\nsecondLineOfTheKey4567==\n-----END KEY-----"
@@ -141,7 +142,7 @@ ENV = {"DEPLOY_SECRET_KEY": SECRET, "DEPLOY_SECRET_CERT": MULTI}
 
 def test_a_tool_printing_secrets_carelessly_leaks_nothing(tmp_path: Path) -> None:
     repo = command_repo(tmp_path, TOOL)
-    result = run_cli("reconcile", "--repo", str(repo), env=ENV)
+    result = run_main("reconcile", "--repo", str(repo), env=ENV)
     assert result.returncode == 1, result.stdout + result.stderr
     record = json.loads((repo / "status/j.json").read_text("utf-8"))
     reason = record["blocks"][0]["users"]["u1"]["reason"]
@@ -168,7 +169,7 @@ def test_http_response_body_is_masked_before_it_is_cut(tmp_path: Path) -> None:
         repo = make_driver_repo(tmp_path / "deploy", http_driver(target.url, retries=0),
                                 {"deploy": job_yaml(users=["u1"],
                                                     params={"api_key": {"secret": "DEPLOY_SECRET_KEY"}})})
-        result = run_cli("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_KEY": SECRET})
+        result = run_main("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_KEY": SECRET})
     assert result.returncode == 1, result.stdout + result.stderr
     record = json.loads((repo / "status/deploy.json").read_text("utf-8"))
     log = (repo / record["log"]).read_text("utf-8")
@@ -194,6 +195,6 @@ def test_rendered_content_left_by_a_killed_pass_is_removed_by_the_next(tmp_path:
     work = repo / ".git/reconciler/work"
     left = [p for p in work.rglob("cert.pem")]
     assert left and "MIIEfirstLineOfTheKey0123" in left[0].read_text("utf-8")  # the kill left it behind
-    result = run_cli("reconcile", "--repo", str(repo), env=ENV)
+    result = run_main("reconcile", "--repo", str(repo), env=ENV)
     assert "Traceback" not in result.stderr
     assert not list(work.rglob("*")), "rendered content survived the next pass"

@@ -26,7 +26,8 @@ from reconciler.core.rollout import (
     wave_summary,
     wave_targets,
 )
-from tests.conftest import run_cli, write
+from tests.support.cli import run_main
+from tests.support.repos import write
 
 
 def rollout(*waves: int | str, max_failures: int | str = 0) -> Rollout:
@@ -164,7 +165,7 @@ def test_durations() -> None:
 
 # ----------------------------------------------------------------------------------- validation (CLI)
 def _validate(repo: Path) -> list[tuple[str, int | None, str]]:
-    result = run_cli("validate", "--format", "json", "--repo", str(repo))
+    result = run_main("validate", "--format", "json", "--repo", str(repo))
     return [(p["path"], p["line"], p["code"]) for p in json.loads(result.stdout)["problems"]]
 
 
@@ -186,7 +187,7 @@ def test_validate_reports_rollout_and_after_problems(make_repo: Callable[..., Pa
         ("jobs/pct.yaml", 6, "ROLLOUT_WAVES"), ("jobs/pct.yaml", 6, "ROLLOUT_WAVES"),
         ("jobs/waves.yaml", 7, "ROLLOUT_WAVES"),
     ]
-    text = run_cli("validate", "--repo", str(repo)).stdout
+    text = run_main("validate", "--repo", str(repo)).stdout
     assert "jobs/lost.yaml:2: job 'lost' will not run: job ok is blocked (job waves is invalid)" in text
 
 

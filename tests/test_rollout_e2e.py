@@ -13,7 +13,8 @@ from typing import Any
 
 from reconciler.core.freeze import DAYS
 from reconciler.core.timeutil import iso, utcnow
-from tests.conftest import commit_all, git, run_cli, write
+from tests.support.cli import run_main
+from tests.support.repos import commit_all, git, write
 
 BLOCK = ("blocks:\n  - definition: app\n    server: srv\n    users: all\n"
          "    content_tokens: {{greeting: {greeting}}}\n")
@@ -25,7 +26,7 @@ def job(after: list[str] | None = None, greeting: str = "hi") -> str:
 
 
 def status(repo: Path, name: str | None = None) -> Any:
-    result = run_cli("status", *([name] if name else []), "--format", "json", "--repo", str(repo))
+    result = run_main("status", *([name] if name else []), "--format", "json", "--repo", str(repo))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -35,12 +36,12 @@ def states(repo: Path) -> dict[str, tuple[str, str | None]]:
 
 
 def reconcile(repo: Path) -> Any:
-    return run_cli("reconcile", "--repo", str(repo))
+    return run_main("reconcile", "--repo", str(repo))
 
 
 def test_a_chain_of_three_jobs_runs_in_one_pass(make_repo: Callable[..., Path]) -> None:
     repo = make_repo(jobs={"a": job(), "b": job(["a"]), "c": job(["b"])})
-    plan = json.loads(run_cli("plan", "--format", "json", "--repo", str(repo)).stdout)
+    plan = json.loads(run_main("plan", "--format", "json", "--repo", str(repo)).stdout)
     assert plan["to_run"] == ["a"] and plan["waiting"] == ["b", "c"] and plan["valid"]
     assert plan["reasons"] == {"b": "waiting for a (PENDING)", "c": "waiting for b (WAITING)"}
     result = reconcile(repo)  # link after link: the pass plans again when a build releases a waiting job
@@ -67,7 +68,7 @@ def test_a_failure_in_the_middle_blocks_the_last(make_repo: Callable[..., Path])
     detail = status(repo, "c")
     assert detail["status"] == "BLOCKED" and detail["build_id"] is None
     assert [p["code"] for p in detail["problems"]] == ["AFTER_BLOCKED"]
-    text = run_cli("status", "c", "--repo", str(repo)).stdout
+    text = run_main("status", "c", "--repo", str(repo)).stdout
     assert "reason:      blocked: job b ended FAILURE" in text
     # pointing c at a retry of b unblocks it: the retry runs, then c, in one pass
     write(repo, "jobs/b2.yaml", job(["a"]))
@@ -88,7 +89,7 @@ def test_a_freeze_window_now_then_moved_to_the_past(make_repo: Callable[..., Pat
     now = utcnow()
     start, end = iso(now - timedelta(hours=1)), iso(now + timedelta(hours=1))
     _freeze(repo, f"freeze:\n  - from: {start}\n    to: {end}\n    environments: [test]\n    reason: release freeze\n")
-    plan = run_cli("plan", "--repo", str(repo))
+    plan = run_main("plan", "--repo", str(repo))
     assert f"frozen j: frozen until {end} on test: release freeze" in plan.stdout
     result = reconcile(repo)
     assert result.returncode == 0, result.stderr
@@ -121,15 +122,15 @@ def test_check_shows_waiting_frozen_and_the_waves(make_repo: Callable[..., Path]
     write(repo, "jobs/first.yaml", job())
     write(repo, "jobs/second.yaml", job(["first"]) + "    rollout: {waves: [1, '50%'], max_failures: 1}\n")
     commit_all(repo, "two jobs, one after the other")
-    result = run_cli("check", "--base", "main", "--repo", str(repo))
+    result = run_main("check", "--base", "main", "--repo", str(repo))
     assert result.returncode == 0, result.stdout
     assert "second (added): WAITING, waiting for first (PENDING)" in result.stdout
     assert "rollout: 3 wave(s): 1, 1, 1 user(s) (max_failures 1)" in result.stdout
-    data = json.loads(run_cli("check", "--base", "main", "--format", "json", "--repo", str(repo)).stdout)
+    data = json.loads(run_main("check", "--base", "main", "--format", "json", "--repo", str(repo)).stdout)
     second = next(j for j in data["jobs"] if j["job"] == "second")
     assert second["reason"] == "waiting for first (PENDING)"
     assert second["blocks"][0]["rollout"]["waves"] == [1, 1, 1]
-    markdown = run_cli("check", "--base", "main", "--format", "markdown", "--repo", str(repo)).stdout
+    markdown = run_main("check", "--base", "main", "--format", "markdown", "--repo", str(repo)).stdout
     assert "Rollout: 3 wave(s): 1, 1, 1 user(s) (max_failures 1)" in markdown
 
 
@@ -164,7 +165,7 @@ def test_the_page_keeps_the_reason_after_a_refresh_in_a_browser(make_repo: Calla
                                                                 serve: Callable[..., Any]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.test_web_browser import ARGS, CHROMIUM
+    from tests.support.browser import ARGS, CHROMIUM
 
     repo = make_repo(jobs={"a": job(), "b": job(["a"])})
     server = serve(repo)

@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from reconciler.core.timeutil import iso, utcnow
-from tests.conftest import commit_all, git, run_cli, write
-from tests.test_notify import Receiver, _refused_url
+from tests.support.cli import run_main
+from tests.support.receiver import Receiver, refused_url
+from tests.support.repos import commit_all, git, write
 
 TARGET = textwrap.dedent("""\
     # A deployment target for the tests: records each call, fails the users listed in FAIL, and counts
@@ -103,7 +104,7 @@ blocks:
 def test_waves_halt_at_the_failure_budget(command_repo: Callable[..., Path]) -> None:
     repo = command_repo({"rollout": ROLLOUT_JOB.format(budget=0)})
     (repo.parent / "target" / "FAIL").write_text("u1\n")
-    result = run_cli("reconcile", "--repo", str(repo))
+    result = run_main("reconcile", "--repo", str(repo))
     assert result.returncode == 1, result.stdout + result.stderr
     found = record(repo, "rollout")
     assert found["status"] == "FAILURE"
@@ -114,7 +115,7 @@ def test_waves_halt_at_the_failure_budget(command_repo: Callable[..., Path]) -> 
     assert {u: (r["status"], r["reason"]) for u, r in second["users"].items()} == {
         v: ("NOT_RUN", "halted by rollout") for v in ("v0", "v1", "v2")}
     assert sorted(calls(repo)) == ["u0", "u1", "u2"]  # nobody past the wave that spent the budget
-    log = run_cli("logs", found["build_id"], "--repo", str(repo)).stdout
+    log = run_main("logs", found["build_id"], "--repo", str(repo)).stdout
     assert "block 0 wave 1/3: 1 user(s): 1 DEPLOYED; 0 failure(s) so far, max_failures 0" in log
     assert ("block 0 wave 2/3: 2 user(s): 1 DEPLOYED, 1 FAILED; 1 failure(s) so far, max_failures 0 exceeded: "
             "halted by rollout") in log
@@ -124,7 +125,7 @@ def test_waves_halt_at_the_failure_budget(command_repo: Callable[..., Path]) -> 
 def test_a_budget_that_holds_lets_every_wave_run(command_repo: Callable[..., Path]) -> None:
     repo = command_repo({"rollout": ROLLOUT_JOB.format(budget='"10%"')})  # 1 of 10 users may fail
     (repo.parent / "target" / "FAIL").write_text("u1\n")
-    assert run_cli("reconcile", "--repo", str(repo)).returncode == 1  # u1 FAILED: the job is FAILURE
+    assert run_main("reconcile", "--repo", str(repo)).returncode == 1  # u1 FAILED: the job is FAILURE
     first, second = record(repo, "rollout")["blocks"]
     assert [r["status"] for r in first["users"].values()].count("DEPLOYED") == 9
     assert {r["status"] for r in second["users"].values()} == {"DEPLOYED"}
@@ -135,7 +136,7 @@ def test_max_parallel_bounds_a_server_across_jobs(command_repo: Callable[..., Pa
     jobs = {name: f"blocks:\n  - definition: {definition}\n    server: srv\n    users: all\n"
                   "    content_tokens: {meet: '3'}\n" for name, definition in (("one", "app"), ("two", "web"))}
     repo = command_repo(jobs, max_parallel=2, settings="concurrency: 8\njob_concurrency: 2\n")
-    result = run_cli("reconcile", "--repo", str(repo))
+    result = run_main("reconcile", "--repo", str(repo))
     assert result.returncode == 0, result.stdout + result.stderr
     assert record(repo, "one")["status"] == record(repo, "two")["status"] == "SUCCESS"
     overlap = [int(n) for n in (repo.parent / "target" / "overlap.log").read_text().split()]
@@ -154,13 +155,13 @@ def receiver() -> Iterator[Receiver]:
 def test_notifications_of_a_pass(command_repo: Callable[..., Path], receiver: Receiver) -> None:
     settings = (f"notify:\n  - url: {receiver.url}/hook\n    events: [job.claimed, job.finished, job.blocked]\n"
                 "    secret: {secret: DEPLOY_SECRET_HMAC}\n"
-                f"  - url: {_refused_url()}\n    events: [job.claimed, job.finished]\n")
+                f"  - url: {refused_url()}\n    events: [job.claimed, job.finished]\n")
     jobs = {"first": "blocks:\n  - {definition: app, server: other, users: all}\n",
             "second": "after: [first]\nblocks:\n  - {definition: web, server: other, users: all}\n"}
     repo = command_repo(jobs, settings=settings)
     (repo.parent / "target" / "FAIL").write_text("v0\n")
     key = "hmac-key-of-the-e2e-test"
-    result = run_cli("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_HMAC": key})
+    result = run_main("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_HMAC": key})
     assert result.returncode == 1 and record(repo, "first")["status"] == "FAILURE"  # v0 failed, not the pass
     events = [(r["headers"]["X-Reconciler-Event"], json.loads(r["body"])) for r in receiver.requests]
     assert [(event, body["job"], body["status"]) for event, body in events] == [
@@ -175,7 +176,7 @@ def test_notifications_of_a_pass(command_repo: Callable[..., Path], receiver: Re
     assert finished["commit"] == git(repo, "log", "--format=%H", "-1", "--", "jobs/first.yaml").strip()
     assert events[2][1]["reason"] == "blocked: job first ended FAILURE"
     assert '"event": "notify.failed"' in result.stderr  # the refused URL: counted and logged, nothing else
-    again = run_cli("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_HMAC": key})
+    again = run_main("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_HMAC": key})
     assert again.returncode == 1  # second is still BLOCKED (a problem), but announced once only
     assert len(receiver.requests) == 3
     assert iso(utcnow()) is not None

@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from reconciler.core import schemas
-from tests.conftest import ROOT
+from tests.support.repos import ROOT
 
 BLOCK = {"definition": "app", "server": "srv", "users": "all"}
 SERVER = {"environment": "e", "organization": "o", "driver": {"type": "local", "path": "x"}, "users": []}

@@ -7,17 +7,19 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reconciler.core.model import Definition, Server, User
 from reconciler.drivers.base import DeployRequest, DriverContext
 from reconciler.drivers.local import LocalDriver
-from tests.conftest import commit_all, git, run_cli, write
+from tests.support.cli import run_main
+from tests.support.repos import commit_all, git, write
 
 MARKER = "reconciler-safety-pwned"
 HOSTILE = [
@@ -70,7 +72,7 @@ def test_token_values_stay_data(tmp_path: Path) -> None:
     for name, text in jobs.items():
         write(repo, f"jobs/{name}.yaml", text)
         commit_all(repo, f"add {name}")
-        result = run_cli("reconcile", "--repo", str(repo), "--only", name)
+        result = run_main("reconcile", "--repo", str(repo), "--only", name)
         assert result.returncode == 0, result.stdout + result.stderr
         if name == "command":
             env = json.loads((tmp_path / "env.json").read_text("utf-8"))
@@ -128,12 +130,31 @@ def test_the_local_driver_never_writes_outside_its_folder(tmp_path: Path, user: 
     assert _files_outside(tmp_path, repo / "targets" / "u1" / "app") == []
 
 
+@pytest.mark.parametrize("asset", [".", "..", "sub/..", ".deployment.json", "../escape.txt"])
+def test_a_refused_asset_leaves_no_staging_folder(tmp_path: Path, asset: str) -> None:
+    """An asset path refused after others were written (a fuzz run found `.`) leaves nothing behind: no
+    staging folder beside the target, no half deployment, and an earlier deployment stays as it was."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    assert _deploy(repo, _request(tmp_path, "u1", "app", {"ok.txt": b"ok"})) == "DEPLOYED"
+    before = sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*"))
+    changed = replace(_request(tmp_path, "u1", "app", {"new.txt": b"new", asset: b"x"}), content_digest="sha256:1")
+    assert _deploy(repo, changed) == "FAILED"
+    assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*")) == before
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert _deploy(fresh, _request(tmp_path, "u1", "app", {"new.txt": b"new", asset: b"x"})) == "FAILED"
+    assert [p for p in fresh.rglob("*") if not p.is_dir()] == []
+    assert not any(p.name.startswith(".app.") for p in fresh.rglob("*"))
+
+
 def _no_file_is_a_folder(assets: dict[str, bytes]) -> bool:
     """Git cannot hold both `a` and `a/b`; neither can a content folder."""
     return not any(other.startswith(rel + "/") for rel in assets for other in assets)
 
 
 @settings(max_examples=150, deadline=None)
+@example(user="u1", definition="app", assets={"a": b"", ".": b""})  # once left its staging folder behind
 @given(user=st.from_regex(r"\A(?!\.)(?!.*\.\.)[A-Za-z0-9._@-]{1,20}\Z"),
        definition=st.from_regex(r"\A(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,20}\Z"),
        assets=st.dictionaries(st.from_regex(r"\A[a-z0-9._-]{1,8}(/[a-z0-9._-]{1,8}){0,2}\Z"), st.binary(max_size=8),
@@ -167,7 +188,7 @@ def test_a_symlink_in_the_repo_never_carries_a_target_outside(tmp_path: Path) ->
     write(repo, "jobs/linked.yaml", _job("linked", "hi"))
     write(repo, "jobs/fine.yaml", _job("srv", "hi"))
     commit_all(repo, "a server whose relative path goes through a committed symlink")
-    result = run_cli("reconcile", "--repo", str(repo))
+    result = run_main("reconcile", "--repo", str(repo))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert list(outside.rglob("*")) == []
     record = json.loads((repo / "status/linked.json").read_text("utf-8"))
@@ -184,7 +205,7 @@ def _ran(stdout: str) -> set[str]:
                                     "empty"])
 def test_a_job_whose_record_was_tampered_with_never_runs_again(tmp_path: Path, tamper: str) -> None:
     repo = _repo(tmp_path, {"victim": _job("srv", "first")})
-    first = run_cli("reconcile", "--repo", str(repo))
+    first = run_main("reconcile", "--repo", str(repo))
     assert _ran(first.stdout) == {"victim"}, first.stdout + first.stderr
     deployed = (repo / ".deployments/srv/u1/app/.deployment.json").read_text("utf-8")
     record = repo / "status/victim.json"
@@ -206,12 +227,12 @@ def test_a_job_whose_record_was_tampered_with_never_runs_again(tmp_path: Path, t
     for round_ in range(3):  # pass after pass, new jobs run and the victim never does
         write(repo, f"jobs/later-{round_}.yaml", _job("srv", f"later {round_}", users=["u2"]))
         commit_all(repo, f"add later-{round_}")
-        result = run_cli("reconcile", "--repo", str(repo))
+        result = run_main("reconcile", "--repo", str(repo))
         assert "Traceback" not in result.stderr
         assert result.returncode == 1, result.stdout + result.stderr
         assert _ran(result.stdout) == {f"later-{round_}"}, result.stdout + result.stderr
         assert "status/victim.json" in result.stderr and ("LEDGER_INVALID" in result.stderr
                                                          or "LEDGER_TAMPERED" in result.stderr)
     assert (repo / ".deployments/srv/u1/app/.deployment.json").read_text("utf-8") == deployed
-    status = json.loads(run_cli("status", "--repo", str(repo), "--format", "json").stdout)
+    status = json.loads(run_main("status", "--repo", str(repo), "--format", "json").stdout)
     assert {row["job"]: row["status"] for row in status}["victim"] == "INVALID"

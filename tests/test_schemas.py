@@ -25,7 +25,8 @@ from pydantic import BaseModel, ValidationError
 from reconciler.core import schemas
 from reconciler.core.package_data import data_dir
 from reconciler.core.records import BlockRecord, LedgerRecord, Owner, RecordError, UserResult, parse_record
-from tests.conftest import ROOT, run_cli
+from tests.support.cli import run_main
+from tests.support.repos import ROOT
 
 SHIPPED = ["job", "definition", "server", "status", "settings"]
 STATUS = json.loads((ROOT / "schemas" / "status.schema.json").read_text("utf-8"))
@@ -90,7 +91,7 @@ def test_deployment_repo_copies_of_schemas_are_ignored(tmp_path: Path, make_repo
     (repo / "schemas").mkdir()
     for kind in SHIPPED:
         (repo / "schemas" / f"{kind}.schema.json").write_text(json.dumps(permissive))
-    result = run_cli("validate", "--format", "json", "--repo", str(repo))
+    result = run_main("validate", "--format", "json", "--repo", str(repo))
     assert result.returncode == 1
     problems = json.loads(result.stdout)["problems"]
     assert [(p["path"], p["line"], p["code"]) for p in problems] == [("jobs/j.yaml", 1, "SCHEMA")]
@@ -298,7 +299,7 @@ def test_generated_model_records_validate_against_the_schema(record: LedgerRecor
 
 
 def test_records_of_a_real_reconcile_validate(example_repo: Path) -> None:
-    result = run_cli("reconcile", "--repo", str(example_repo))
+    result = run_main("reconcile", "--repo", str(example_repo))
     assert result.returncode == 0, result.stderr
     records = sorted((example_repo / "status").glob("*.json"))
     assert len(records) == 2
@@ -313,7 +314,7 @@ def test_records_of_a_real_reconcile_validate(example_repo: Path) -> None:
 
 # ------------------------------------------------------------------------------ the example repo
 def test_the_projects_own_example_repo_validates() -> None:
-    result = run_cli("validate", "--format", "json", "--repo", str(ROOT))
+    result = run_main("validate", "--format", "json", "--repo", str(ROOT))
     assert result.returncode == 0, result.stdout
     report = json.loads(result.stdout)
     assert report["valid"] is True and report["problems"] == []
@@ -321,7 +322,7 @@ def test_the_projects_own_example_repo_validates() -> None:
 
 
 def test_init_writes_a_valid_example(example_repo: Path) -> None:
-    result = run_cli("validate", "--format", "json", "--repo", str(example_repo))
+    result = run_main("validate", "--format", "json", "--repo", str(example_repo))
     assert result.returncode == 0, result.stdout
     for top in ("servers", "definitions", "jobs"):
         shipped = sorted(p.name for p in (ROOT / top).glob("*.yaml"))

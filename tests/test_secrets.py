@@ -10,17 +10,17 @@ status/, logs, git history, any command's output, or the local driver's manifest
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
-import urllib.parse
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import commit_all, git, run_cli, write
+from tests.support.cli import run_main
 from tests.support.http_target import Target
+from tests.support.repos import commit_all, git, write
+from tests.support.secrets import assert_no_form_of
 
 SECRET = "Sup3r/S3cr3t+Kéy=&x y'q"
 ENV = {"DEPLOY_SECRET_KEY": SECRET, "DEPLOY_SECRET_AUTH": SECRET}
@@ -42,27 +42,8 @@ if os.environ["RECONCILER_USER"] == "u2":
 '''
 
 
-def forms(secret: str) -> dict[str, str]:
-    raw = secret.encode("utf-8")
-    found = {
-        "raw": secret,
-        "url": urllib.parse.quote(secret, safe=""),
-        "url-plus": urllib.parse.quote_plus(secret),
-        "base64": base64.b64encode(raw).decode(),
-        "base64url": base64.urlsafe_b64encode(raw).decode(),
-        "base64-unpadded": base64.b64encode(raw).decode().rstrip("="),
-        "json-ascii": json.dumps(secret)[1:-1],
-        "json-utf8": json.dumps(secret, ensure_ascii=False)[1:-1],
-    }
-    # base64 of the secret inside longer text (e.g. Basic credentials): the aligned middle part
-    for shift in (1, 2):
-        found[f"base64-shift{shift}"] = base64.b64encode(b"\0" * shift + raw).decode()[4:-4]
-    return found
-
-
 def assert_clean(name: str, text: str) -> None:
-    for kind, form in forms(SECRET).items():
-        assert form not in text, f"{name} shows the secret ({kind})"
+    assert_no_form_of(SECRET, name, text)
 
 
 @pytest.fixture
@@ -116,7 +97,7 @@ def make_repo(root: Path, url: str, on_failure: str = "force") -> Path:
 def test_a_secret_used_everywhere_is_shown_nowhere(tmp_path: Path, target: Target) -> None:
     repo = make_repo(tmp_path, target.url)
     outputs = {}
-    result = run_cli("reconcile", "--repo", str(repo), env=ENV)
+    result = run_main("reconcile", "--repo", str(repo), env=ENV)
     outputs["reconcile"] = result.stdout + result.stderr
     assert result.returncode == 1, outputs["reconcile"]  # u2 fails on http and command: FAILURE
 
@@ -136,13 +117,13 @@ def test_a_secret_used_everywhere_is_shown_nowhere(tmp_path: Path, target: Targe
     for args in (["status"], ["status", "everywhere"], ["status", "--format", "json"],
                  ["status", "everywhere", "--format", "json"], ["logs", record["build_id"]],
                  ["plan", "--format", "json"], ["validate", "--format", "json"], ["reconcile"]):
-        run = run_cli(*args, "--repo", str(repo), env=ENV)
+        run = run_main(*args, "--repo", str(repo), env=ENV)
         assert "Traceback" not in run.stderr
         outputs[" ".join(args)] = run.stdout + run.stderr
     git(repo, "checkout", "-q", "-b", "pr")
     write(repo, "jobs/again.yaml", (repo / "jobs/everywhere.yaml").read_text("utf-8"))
     commit_all(repo, "a pull request using the secret")
-    check = run_cli("check", "--repo", str(repo), "--base", "main", "--head", "pr", env=ENV)
+    check = run_main("check", "--repo", str(repo), "--base", "main", "--head", "pr", env=ENV)
     outputs["check"] = check.stdout + check.stderr
     assert "again" in outputs["check"]
 
@@ -161,7 +142,7 @@ def test_a_missing_secret_is_named_never_guessed(tmp_path: Path, target: Target)
     """Without the variable the job is not claimed (SPEC 9.1 rule 10): the problem names the variable and
     the job stays PENDING; nothing is deployed."""
     repo = make_repo(tmp_path, target.url, on_failure="skip")
-    result = run_cli("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_AUTH": SECRET})
+    result = run_main("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_AUTH": SECRET})
     assert "Traceback" not in result.stderr
     assert result.returncode == 1
     assert "SECRET_UNSET" in result.stderr and "DEPLOY_SECRET_KEY" in result.stderr
@@ -188,7 +169,7 @@ def test_a_tool_printing_the_secret_as_json_is_masked(tmp_path: Path) -> None:
              "parameter_tokens": {"api_key": {"secret": "DEPLOY_SECRET_J"}}}
     write(repo, "jobs/json.yaml", yaml.safe_dump({"blocks": [block]}))
     commit_all(repo, "a tool that prints JSON")
-    result = run_cli("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_J": secret})
+    result = run_main("reconcile", "--repo", str(repo), env={"DEPLOY_SECRET_J": secret})
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads((repo / "status/json.json").read_text("utf-8"))
     log = (repo / record["log"]).read_text("utf-8")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import GIT_ENV, commit_all, git, write
+from tests.support.repos import GIT_ENV, commit_all, git, write
 
 MakeRepo = Callable[..., Path]
 GOOD = "a-long-enough-secret-value"

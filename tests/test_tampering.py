@@ -11,14 +11,15 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import commit_all, git, run_cli, write
+from tests.support.cli import run_main
+from tests.support.repos import commit_all, git, write
 
 MakeRepo = Callable[..., Path]
 JOB = "blocks:\n  - {definition: app, server: srv, users: all, content_tokens: {greeting: hi}}\n"
 
 
 def reconcile(repo: Path, *args: str) -> tuple[int, str]:
-    result = run_cli("reconcile", "--repo", str(repo), *args)
+    result = run_main("reconcile", "--repo", str(repo), *args)
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
     return result.returncode, result.stdout + result.stderr
 
@@ -32,7 +33,7 @@ def deployments(repo: Path) -> dict[str, str]:
 
 
 def states(repo: Path) -> dict[str, str]:
-    out = run_cli("status", "--format", "json", "--repo", str(repo)).stdout
+    out = run_main("status", "--format", "json", "--repo", str(repo)).stdout
     return {j["job"]: j["status"] for j in json.loads(out)}
 
 

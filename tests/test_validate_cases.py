@@ -4,7 +4,8 @@ Each case folder is a small deployment repo on disk plus `expect.yaml`: the exac
 `reconciler validate --format json --repo <case>` must report, as (path, line, code), and nothing
 else. Valid cases expect none. Rule 5 and 6 cases carry a ledger record in their own `status/`:
 `validate` reads the working tree's ledger. A case may ask for files too big to commit
-(`generate:`). Every case runs the real CLI in a subprocess on a copy of the folder.
+(`generate:`). Every case runs the CLI's `main` in this process on a copy of the folder; one valid and
+one invalid case also run as the real `python -m reconciler` process.
 """
 
 from __future__ import annotations
@@ -12,26 +13,18 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import run_cli
+from tests.support.cli import run_cli, run_main
+from tests.support.codes import VALIDATION_CODES as CODES
 
 CASES = Path(__file__).resolve().parent / "cases"
 ALL = sorted(p.parent.relative_to(CASES).as_posix() for p in CASES.glob("*/*/expect.yaml"))
-
-# Every problem code the foundation defines; each must be produced by at least one invalid case,
-# except LEDGER_TAMPERED, which needs git history (tested end to end in test_reconcile_e2e.py).
-CODES = {
-    "YAML_PARSE", "YAML_TOO_LARGE", "YAML_ENCODING", "YAML_DUPLICATE_KEY", "YAML_ALIAS_BUDGET", "YAML_DEPTH",
-    "YAML_TAG", "YAML_MERGE", "SCHEMA", "NAME_INVALID", "NAME_MISMATCH", "NAME_DUPLICATE", "USER_DUPLICATE",
-    "DRIVER_UNKNOWN", "PATH_ESCAPE", "CONTENT_MISSING", "CONTENT_TOKEN_UNDECLARED", "TOKEN_DUPLICATE",
-    "TOKEN_PATTERN", "TOKEN_VALUE", "SECRET_REQUIRED", "SECRET_PREFIX", "REF_SERVER", "REF_DEFINITION",
-    "REF_INVALID", "REF_USER", "TOKEN_UNDECLARED", "TOKEN_UNCONFIGURED", "MODIFIED", "LEDGER_INVALID",
-}
 
 
 def expectation(case: str) -> dict[str, Any]:
@@ -60,8 +53,17 @@ def test_corpus_is_complete() -> None:
 
 @pytest.mark.parametrize("case", ALL)
 def test_case(case: str, tmp_path: Path) -> None:
+    check_case(case, tmp_path, run_main)
+
+
+@pytest.mark.parametrize("case", ["valid/minimal", "invalid/ref-user"])
+def test_case_in_a_process(case: str, tmp_path: Path) -> None:
+    check_case(case, tmp_path, run_cli)
+
+
+def check_case(case: str, tmp_path: Path, run: Callable[..., Any]) -> None:
     repo = materialise(case, tmp_path / "repo")
-    result = run_cli("validate", "--format", "json", "--repo", str(repo))
+    result = run("validate", "--format", "json", "--repo", str(repo))
     assert "Traceback" not in result.stderr
     report = json.loads(result.stdout)
     expected = [(p["path"], p["line"], p["code"]) for p in expectation(case)["problems"]]
@@ -76,7 +78,7 @@ def test_case(case: str, tmp_path: Path) -> None:
 
 def test_text_format_is_path_line_message(tmp_path: Path) -> None:
     repo = materialise("invalid/ref-user", tmp_path / "repo")
-    result = run_cli("validate", "--repo", str(repo))
+    result = run_main("validate", "--repo", str(repo))
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[0].startswith("jobs/deploy.yaml:6: ")
@@ -95,7 +97,7 @@ def test_messages_name_what_to_fix(tmp_path: Path) -> None:
     }
     for case, (code, words) in cases.items():
         repo = materialise(case, tmp_path / case.replace("/", "-"))
-        report = json.loads(run_cli("validate", "--format", "json", "--repo", str(repo)).stdout)
+        report = json.loads(run_main("validate", "--format", "json", "--repo", str(repo)).stdout)
         messages = [p["message"] for p in report["problems"] if p["code"] == code]
         assert messages, case
         for word in words:
@@ -104,13 +106,13 @@ def test_messages_name_what_to_fix(tmp_path: Path) -> None:
 
 def test_secret_default_value_is_not_echoed(tmp_path: Path) -> None:
     repo = materialise("invalid/secret-required", tmp_path / "repo")
-    result = run_cli("validate", "--repo", str(repo))
+    result = run_main("validate", "--repo", str(repo))
     assert result.returncode == 1
     assert "hunter2" not in result.stdout + result.stderr
 
 
 def test_validate_on_a_missing_folder_is_a_usage_error(tmp_path: Path) -> None:
-    result = run_cli("validate", "--repo", str(tmp_path / "nope"))
+    result = run_main("validate", "--repo", str(tmp_path / "nope"))
     assert result.returncode == 2
     assert "no such directory" in result.stderr
     assert "Traceback" not in result.stderr

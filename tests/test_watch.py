@@ -14,15 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GIT_ENV, commit_all, git, write
-
-JOB = """\
-blocks:
-  - definition: app
-    server: srv
-    users: all
-    content_tokens: {greeting: "%s"}
-"""
+from tests.support.repos import GIT_ENV, GREETING_JOB, commit_all, committed_record, git, wait_for, write
 
 
 class Daemon:
@@ -45,11 +37,10 @@ class Daemon:
         return found
 
     def wait_for(self, condition: Callable[[], object], timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
+        def alive() -> None:
             assert self.proc.poll() is None, f"the daemon died: {self.log.read_text('utf-8')}"
-            assert time.monotonic() < deadline, f"timed out; events: {self.log.read_text('utf-8')}"
-            time.sleep(0.05)
+
+        wait_for(condition, timeout, what=lambda: f"it; events: {self.log.read_text('utf-8')}", alive=alive)
 
     def idle(self) -> bool:
         return len(self.events("pass.started")) == len(self.events("pass.finished")) + len(self.events("pass.failed"))
@@ -85,15 +76,9 @@ def remote_setup(make_repo: Callable[..., Path], settings: str = "") -> tuple[Pa
     return bare, watched, laptop
 
 
-def record(repo: Path, job: str, ref: str = "main") -> dict[str, Any] | None:
-    proc = subprocess.run(["git", "show", f"{ref}:status/{job}.json"], cwd=repo, capture_output=True, text=True,
-                          check=False)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
-
-
 def push_job(laptop: Path, name: str) -> None:
     git(laptop, "pull", "-q", "--rebase")
-    write(laptop, f"jobs/{name}.yaml", JOB % name)
+    write(laptop, f"jobs/{name}.yaml", GREETING_JOB % name)
     commit_all(laptop, f"add {name}")
     git(laptop, "push", "-q", "origin", "main")
 
@@ -104,18 +89,18 @@ def test_reconciles_on_start_on_remote_moves_and_on_file_changes(make_repo: Call
     push_job(laptop, "early")
     daemon = Daemon(watched, "--interval", "0.5")
     daemons.append(daemon)
-    daemon.wait_for(lambda: (record(bare, "early") or {}).get("status") == "SUCCESS")  # the pass on start
+    daemon.wait_for(lambda: (committed_record(bare, "early") or {}).get("status") == "SUCCESS")  # the pass on start
     assert daemon.events("watch.started")[0]["remote"] == "origin"
     push_job(laptop, "pushed")
-    daemon.wait_for(lambda: (record(bare, "pushed") or {}).get("status") == "SUCCESS")
+    daemon.wait_for(lambda: (committed_record(bare, "pushed") or {}).get("status") == "SUCCESS")
     assert any("remote" in e["reasons"] for e in daemon.events("pass.started"))
     daemon.wait_for(daemon.idle)
-    write(watched, "jobs/draft.yaml", JOB % "draft")  # on disk only: a hint, never run uncommitted
+    write(watched, "jobs/draft.yaml", GREETING_JOB % "draft")  # on disk only: a hint, never run uncommitted
     daemon.wait_for(lambda: any(e["reasons"] == ["files"] for e in daemon.events("pass.finished")))
     files = next(e for e in daemon.events("files.changed") if "ignored" not in e)
     assert files["paths"] == ["jobs/draft.yaml"]
     assert next(e for e in daemon.events("pass.finished") if e["reasons"] == ["files"])["ran"] == {}
-    assert record(bare, "draft") is None
+    assert committed_record(bare, "draft") is None
     passes = len(daemon.events("pass.started"))
     time.sleep(2.5)  # five polls of the remote: our own status commits must not start anything
     assert len(daemon.events("pass.started")) == passes
@@ -129,9 +114,9 @@ def test_commits_in_the_clone_without_a_remote(make_repo: Callable[..., Path], d
     daemons.append(daemon)
     daemon.wait_for(lambda: daemon.events("pass.finished"))
     assert daemon.events("watch.started")[0]["remote"] is None
-    write(repo, "jobs/local.yaml", JOB % "local")
+    write(repo, "jobs/local.yaml", GREETING_JOB % "local")
     commit_all(repo, "add local")
-    daemon.wait_for(lambda: (record(repo, "local") or {}).get("status") == "SUCCESS")
+    daemon.wait_for(lambda: (committed_record(repo, "local") or {}).get("status") == "SUCCESS")
     daemon.wait_for(daemon.idle)
     passes = len(daemon.events("pass.started"))
     time.sleep(1.5)
@@ -145,14 +130,16 @@ def test_sigterm_finishes_the_user_in_flight_and_checkpoints(make_repo: Callable
                                                             daemons: list[Daemon]) -> None:
     _, watched, laptop = remote_setup(make_repo, settings="concurrency: 1\n")
     push_job(laptop, "slow")
-    daemon = Daemon(watched, env={"RECONCILER_FAILPOINTS": "user.before-apply=sleep:1.5"})
+    hits = watched.parent / "failpoints.log"
+    daemon = Daemon(watched, env={"RECONCILER_FAILPOINTS": "user.before-apply=sleep:1.5",
+                                  "RECONCILER_FAILPOINT_LOG": str(hits)})
     daemons.append(daemon)
-    daemon.wait_for(lambda: daemon.events("job.started"))
-    time.sleep(0.3)
+    # u1 is in flight once it reaches its failpoint (then sleeps 1.5 s): a fixed wait may be too short under load
+    daemon.wait_for(lambda: hits.exists() and "user.before-apply" in hits.read_text("utf-8"))
     started = time.monotonic()
     assert daemon.stop() == 0
     assert time.monotonic() - started < 10
-    data = record(watched, "slow")
+    data = committed_record(watched, "slow")
     assert data is not None and data["status"] == "WORKING", data  # resumable, not lost
     users = data["blocks"][0]["users"]
     assert users == {"u1": {"status": "DEPLOYED", "reason": users["u1"]["reason"]}}  # only the one in flight
@@ -173,5 +160,5 @@ def test_survives_a_remote_that_is_briefly_unreachable(make_repo: Callable[..., 
     away.rename(bare)
     daemon.wait_for(lambda: daemon.events("remote.reachable"), timeout=30)
     push_job(laptop, "after-outage")
-    daemon.wait_for(lambda: (record(bare, "after-outage") or {}).get("status") == "SUCCESS", timeout=60)
+    daemon.wait_for(lambda: (committed_record(bare, "after-outage") or {}).get("status") == "SUCCESS", timeout=60)
     assert daemon.stop() == 0

@@ -8,21 +8,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ServeProcess, commit_all, run_cli, write
+from tests.support.cli import run_main
+from tests.support.repos import commit_all, flow_job, write
+from tests.support.serve import ServeProcess
 
-JOB = "blocks:\n  - {{definition: app, server: srv, users: {users}, content_tokens: {{greeting: hi}}}}\n"
 HEADERS = ("Build ID", "Job", "Environment", "Organization", "Module Type", "Module Name", "Action", "Status",
            "Created", "Last Run")
 
 
 def status_json(repo: Path, *job: str) -> Any:
-    result = run_cli("status", *job, "--repo", str(repo), "--format", "json")
+    result = run_main("status", *job, "--repo", str(repo), "--format", "json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
 def reconciled(repo: Path) -> None:
-    result = run_cli("reconcile", "--repo", str(repo))
+    result = run_main("reconcile", "--repo", str(repo))
     assert result.returncode in (0, 1), result.stderr
 
 
@@ -55,7 +56,7 @@ def test_api_is_exactly_status_json_and_logs(example_repo: Path, serve: Callable
             log = server.get(f"/api/builds/{row['build_id']}/log")
             assert log.status_code == 200
             assert log.headers["content-type"].startswith("text/plain")
-            assert log.text == run_cli("logs", row["build_id"], "--repo", str(example_repo)).stdout
+            assert log.text == run_main("logs", row["build_id"], "--repo", str(example_repo)).stdout
             assert f"as build {row['build_id']}" in log.text
     assert server.get("/api/jobs/no-such-job").status_code == 404
     assert server.get("/api/builds/20260101T000000Z-no-such-job-abcdef/log").status_code == 404
@@ -73,7 +74,7 @@ def test_a_new_commit_is_seen_without_restart(make_repo: Callable[..., Path],
     repo = make_repo()
     server = serve(repo)
     assert server.get("/api/jobs").json() == []
-    write(repo, "jobs/later.yaml", JOB.format(users="[u1]"))
+    write(repo, "jobs/later.yaml", flow_job("[u1]"))
     commit_all(repo, "add a job")
     rows = server.get("/api/jobs").json()
     assert [(r["job"], r["status"]) for r in rows] == [("later", "PENDING")]

@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import ROOT, ServeProcess, commit_all, github_signature, run_cli, write
+from tests.support.browser import ARGS, CHROMIUM
+from tests.support.cli import run_main
+from tests.support.repos import ROOT, commit_all, write
+from tests.support.serve import ServeProcess, github_signature
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
 HEADERS = ["Build ID", "Job", "Environment", "Organization", "Module Type", "Module Name", "Action", "Status",
            "Created", "Last Run"]
 NEW_JOB = """\
@@ -33,7 +33,7 @@ def test_jobs_page_refresh_build_log_and_screenshot(example_repo: Path, serve: C
                                                      tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    assert run_cli("reconcile", "--repo", str(example_repo)).returncode == 0
+    assert run_main("reconcile", "--repo", str(example_repo)).returncode == 0
     server = serve(example_repo)
     done = next(j for j in server.get("/api/jobs").json() if j["job"] == "2026-11-01-sales-dashboard-rollout")
     with sync_playwright() as p:

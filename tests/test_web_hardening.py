@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import ServeProcess, github_signature
+from tests.support.serve import ServeProcess, github_signature
 
 JOB = "blocks:\n  - {definition: app, server: srv, users: all, content_tokens: {greeting: hi}}\n"
 LIMIT = 10.0

@@ -8,14 +8,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import WEBHOOK_SECRET, ServeProcess, run_cli
+from tests.support.cli import run_main
+from tests.support.serve import WEBHOOK_SECRET, ServeProcess
 
 CLI = "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())"
 
 
 def test_openapi_document_holds_under_schemathesis(example_repo: Path, serve: Callable[..., ServeProcess],
                                                    tmp_path: Path) -> None:
-    assert run_cli("reconcile", "--repo", str(example_repo)).returncode == 0
+    assert run_main("reconcile", "--repo", str(example_repo)).returncode == 0
     server = serve(example_repo)
     before = server.get("/api/jobs").json()
     document = server.get("/openapi.json").json()

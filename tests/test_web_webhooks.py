@@ -12,10 +12,11 @@ from typing import Any
 
 from reconciler.ledger import git as gitlib
 from reconciler.ledger.lock import RepoLock
-from tests.conftest import WEBHOOK_SECRET, ServeProcess, commit_all, github_signature, write
+from tests.support.repos import commit_all, flow_job, git, write
+from tests.support.serve import WEBHOOK_SECRET, ServeProcess, github_signature
 
 FIXTURES = Path(__file__).parent / "fixtures" / "github-webhooks"
-JOB = "blocks:\n  - {definition: app, server: srv, users: [u1, u2], content_tokens: {greeting: hi}}\n"
+JOB = flow_job("[u1, u2]")
 MiB = 1024 * 1024
 
 
@@ -276,8 +277,6 @@ def test_push_to_the_remote_is_fetched_and_the_result_pushed_back(make_repo: Cal
                                                                   tmp_path: Path) -> None:
     """The usual layout: the git host has the branch, serve runs in a clone that only learns of pushes
     from the webhook. The pass fetches, runs the new job, and pushes its status commits back."""
-    from tests.conftest import git
-
     origin = tmp_path / "origin.git"
     seed = make_repo("seed")
     git(tmp_path, "clone", "-q", "--bare", str(seed), str(origin))

@@ -98,6 +98,19 @@ def test_nesting_deeper_than_the_limit_is_refused() -> None:
     assert problem.code == "YAML_DEPTH"
 
 
+@pytest.mark.parametrize("text, line", [
+    ("a: 1\nb: " + "[" * 10_000 + "]" * 10_000 + "\n", 2),  # libyaml scans a whole flow line ahead
+    ("a: 1\nb:\n" + (" " + "[" * 30 + "\n") * 50 + " " + "]" * 1_500 + "\n", 5),  # the 65th level is on line 5
+    ("a:\n" + "- " * 1_100 + "x\n", 2),
+    ("".join(" " * i + "a:\n" for i in range(1_100)) + " " * 1_100 + "x\n", 2 + yamlsafe.MAX_DEPTH),
+])
+def test_very_deep_nesting_is_refused_at_the_line_it_passes_the_limit(text: str, line: int) -> None:
+    """Whatever the parser's own nesting limit (PyYAML 6.0.4's libyaml reports "exceeded maximum nesting depth"
+    as a scanner error, 6.0.3's has none), ours decides: YAML_DEPTH, at the line where it is passed."""
+    problem = refused(text)
+    assert (problem.code, problem.line) == ("YAML_DEPTH", line), problem.message
+
+
 def test_nesting_at_the_limit_is_fine() -> None:
     depth = yamlsafe.MAX_DEPTH - 1
     assert load(("[" * depth + "]" * depth + "\n").encode()).data is not None

@@ -84,7 +84,21 @@ def load(raw: bytes) -> Document:
     text = decode(raw)
     if text.startswith("\ufeff"):
         text = text[1:]
-    loader = _Loader(text)
+    try:
+        return _load(text, _Loader)
+    except _ParserNestingLimit:
+        # libyaml's own nesting limit (PyYAML >= 6.0.4 bundles one of 1,000 levels) can stop it while it scans a
+        # long flow line ahead, before our builder has seen the level that passes MAX_DEPTH. The pure-Python parser
+        # has no such limit and yields the same events, so our limit decides, at its line, whatever the version.
+        return _load(text, yaml.SafeLoader)
+
+
+class _ParserNestingLimit(Exception):
+    """The parser refused the nesting before our own, lower, limit was reached."""
+
+
+def _load(text: str, loader_class: Any) -> Document:
+    loader = loader_class(text)
     last_line = text.count("\n") + 1  # the parser counts \r and U+2028 as breaks and may point past the end
     try:
         return _Builder(loader, _Lines(text)).build()
@@ -92,6 +106,8 @@ def load(raw: bytes) -> Document:
         problem.line = min(problem.line, last_line) if problem.line is not None else None
         raise
     except yaml.MarkedYAMLError as exc:
+        if exc.problem == "exceeded maximum nesting depth" and loader_class is not yaml.SafeLoader:
+            raise _ParserNestingLimit from None
         mark = exc.problem_mark or exc.context_mark
         line = min(_Lines(text)(mark), last_line) if mark is not None else 1
         reason = exc.problem or str(exc)

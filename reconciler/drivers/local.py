@@ -116,6 +116,7 @@ class LocalDriver(Driver):
                 and manifest.get("parameters") == request.public_parameters):
             request.log(f"{request.user.id}: content unchanged at {target}")
             return Outcome("UNCHANGED", "identical content already deployed")
+        files = {self._safe_rel(rel): data for rel, data in request.assets.items()}  # refused before anything is made
         fresh = not target.parent.exists()  # a first deployment for this user: nothing to clean or replace
         if fresh:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -124,9 +125,26 @@ class LocalDriver(Driver):
         token = secrets.token_hex(4)
         staging = target.parent / f".{target.name}.tmp-{token}"
         staging.mkdir()
+        try:
+            self._stage(staging, files, request)
+        except BaseException:  # a file that cannot be written: no half-built folder is left beside the target
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        old = target.parent / f".{target.name}.old-{token}"
+        replacing = not fresh and target.exists()
+        if replacing:
+            os.rename(target, old)
+        os.rename(staging, target)
+        if replacing:
+            shutil.rmtree(old, ignore_errors=True)
+        request.log(f"{request.user.id}: deployed {len(request.assets)} file(s) to {target}")
+        return Outcome("DEPLOYED", f"{len(request.assets)} file(s) deployed")
+
+    @staticmethod
+    def _stage(staging: Path, files: dict[str, bytes], request: DeployRequest) -> None:
         made = {staging}
-        for rel, data in request.assets.items():
-            dest = staging / self._safe_rel(rel)
+        for rel, data in files.items():
+            dest = staging / rel
             if dest.parent not in made:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 made.add(dest.parent)
@@ -141,15 +159,6 @@ class LocalDriver(Driver):
             "parameters": request.public_parameters,
         }
         (staging / MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", "utf-8")
-        old = target.parent / f".{target.name}.old-{token}"
-        replacing = not fresh and target.exists()
-        if replacing:
-            os.rename(target, old)
-        os.rename(staging, target)
-        if replacing:
-            shutil.rmtree(old, ignore_errors=True)
-        request.log(f"{request.user.id}: deployed {len(request.assets)} file(s) to {target}")
-        return Outcome("DEPLOYED", f"{len(request.assets)} file(s) deployed")
 
     def destroy(self, request: DeployRequest) -> Outcome:
         target = self._target(request)

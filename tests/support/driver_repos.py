@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 import yaml
 
-from tests.conftest import commit_all, git, run_cli, write
+from tests.support.cli import MainResult, run_cli, run_main
+from tests.support.repos import commit_all, git, write
+from tests.support.secrets import assert_no_form_of
 
 FAKE_TF = Path(__file__).resolve().parent / "fake_tf.py"
 USERS = ("u1", "u2", "u3")
@@ -91,8 +91,14 @@ def add_job(repo: Path, name: str, text: str) -> None:
     commit_all(repo, f"add job {name}")
 
 
-def reconcile(repo: Path, *args: str, env: dict[str, str] | None = None,
-              timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def reconcile(repo: Path, *args: str, env: dict[str, str] | None = None) -> MainResult:
+    """One pass in this process (the drivers' own processes and servers are real)."""
+    return run_main("reconcile", "--repo", str(repo), *args, env=env)
+
+
+def reconcile_in_a_process(repo: Path, *args: str, env: dict[str, str] | None = None,
+                           timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """One pass as `python -m reconciler` (e.g. with a plugin on PYTHONPATH, found through entry points)."""
     return run_cli("reconcile", "--repo", str(repo), *args, env=env, timeout=timeout)
 
 
@@ -113,12 +119,6 @@ def build_log(repo: Path, job: str) -> str:
     return (repo / record(repo, job)["log"]).read_text("utf-8")
 
 
-def secret_forms(secret: str) -> dict[str, str]:
-    raw = secret.encode("utf-8")
-    return {"raw": secret, "url-encoded": quote(secret, safe=""), "form-encoded": quote_plus(secret),
-            "base64": base64.b64encode(raw).decode(), "base64url": base64.urlsafe_b64encode(raw).decode()}
-
-
 def assert_no_secret(repo: Path, secret: str, *outputs: str) -> None:
     """Every record, log, commit (git log -p) and given output is free of the secret in any common form."""
     texts = {f"output {i}": text for i, text in enumerate(outputs)}
@@ -126,8 +126,7 @@ def assert_no_secret(repo: Path, secret: str, *outputs: str) -> None:
     for path in sorted((repo / "status").rglob("*")):
         if path.is_file():
             texts[str(path.relative_to(repo))] = path.read_text("utf-8")
-    texts["status --format json"] = run_cli("status", "--repo", str(repo), "--format", "json").stdout
+    texts["status --format json"] = run_main("status", "--repo", str(repo), "--format", "json").stdout
     assert any("status/logs/" in name for name in texts), "no build log was written"
     for name, text in texts.items():
-        for kind, form in secret_forms(secret).items():
-            assert form not in text, f"{name} leaks the secret ({kind})"
+        assert_no_form_of(secret, name, text)

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import GIT_ENV, commit_all, git, write
+from tests.support.repos import GIT_ENV, commit_all, git, write
 
 EFFECT = Path(__file__).resolve().parent / "fleet_effect.py"
 
