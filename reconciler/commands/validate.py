@@ -1,4 +1,4 @@
-"""Validate the deployment repo in the working tree (SPEC section 3); for editors and pre-commit."""
+"""Validate the deployment repo in the working tree (every file, cross-file rules); for editors and pre-commit."""
 
 from __future__ import annotations
 
