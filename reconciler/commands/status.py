@@ -1,23 +1,28 @@
-"""The job list (like the jobs page), or one job's blocks and per-user results."""
+"""The job list (like the jobs page), or one job's blocks and per-user results.
+
+On a terminal: one line per job that fits the terminal (`--format wide` or `-o wide` for every
+column). Otherwise: one tab-separated line per job, never truncated, full build ids.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from reconciler.commands._output import emit_json, print_job_detail, print_job_table
-from reconciler.commands._repo import branch_state
-from reconciler.core.listing import job_detail, job_rows
+from reconciler.commands._output import emit_json, print_job_detail, print_job_lines, print_job_table
+from reconciler.commands._repo import branch_listing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", nargs="?", help="show one job's blocks and per-user results")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--format", "-o", choices=("text", "wide", "json"), default="text",
+                        help="text (fits the terminal), wide (every column), json (stable, for scripts)")
 
 
 def run(args: argparse.Namespace) -> int:
-    state = branch_state(args.repo)
+    listing = branch_listing(args.repo)
     if args.job:
-        detail = job_detail(state, args.job) if state else None
+        detail = listing.detail(args.job) if listing else None
         if detail is None:
             print(f"reconciler: no job {args.job!r} on the deployment branch")
             return 1
@@ -26,9 +31,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             print_job_detail(detail.as_json())
         return 0
-    rows = job_rows(state) if state else []
     if args.format == "json":
-        emit_json([row.as_json() for row in rows])
+        sys.stdout.write(listing.rows_json() if listing else "[]\n")
+        return 0
+    rows = [listing.table_row(name) for name in listing.names] if listing else []
+    if sys.stdout.isatty() and args.format == "text":
+        print_job_lines(rows)
     else:
-        print_job_table([row.as_json() for row in rows])
+        print_job_table(rows)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -73,10 +72,11 @@ class Metrics:
             for outcome in WEBHOOK_OUTCOMES:
                 self.webhooks.labels(source, outcome)
 
-    def render(self, rows: list[dict[str, Any]]) -> bytes:
+    def render(self, states: dict[str, str]) -> bytes:
+        """`states`: job -> listing state."""
         counts = dict.fromkeys(LISTING_STATES, 0)
-        for row in rows:
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        for status in states.values():
+            counts[status] = counts.get(status, 0) + 1
         for status, count in counts.items():
             self.jobs.labels(status).set(count)
         return generate_latest(self.registry)

@@ -1,0 +1,109 @@
+"""The job list's cache: what a row shows of each ledger record and job file, by blob id.
+
+`status`, `/api/jobs` and the page list every job. Parsing and checking 9,000 records on every
+listing costs seconds, yet what a row shows of a record depends only on the record's bytes, which
+its blob id names. So each record's `RecordSummary` and each job file's `JobFacts` is kept in
+`.git/reconciler/listing-v1.bin` (beside the main cache, written the same way: aside, then
+renamed; safe to delete; never trusted across versions or code changes). Misses are read with one
+`git cat-file --batch` and the records are fully checked as always before they are summarised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+from functools import cache
+from pathlib import Path
+
+from reconciler.core.files import RepoFiles
+from reconciler.core.listing import JobFacts, Listing, RecordSummary
+from reconciler.core.resources import parse_resource
+from reconciler.core.snapshot import Snapshot
+from reconciler.ledger.cache import cache_key
+
+FILE_NAME = "listing-v1.bin"
+
+
+@cache
+def listing_key() -> str:
+    """The main cache's key (version, schemas, the code that checks records) plus the listing's own code."""
+    digest = hashlib.sha256(cache_key().encode())
+    here = Path(__file__).resolve().parents[1]
+    for name in ("core/listing.py", "ledger/listing_cache.py"):
+        try:
+            digest.update((here / name).read_bytes())
+        except OSError:
+            digest.update(name.encode())
+    return digest.hexdigest()
+
+
+class ListingCache:
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.summaries: dict[str, tuple[object, ...]] = {}  # "<job>:<record blob>" -> RecordSummary tuple
+        self.facts: dict[str, tuple[str, str | None]] = {}  # "<job file blob>" -> (description, retry_of)
+        self.dirty = False
+        if path is not None:
+            try:
+                key, summaries, facts = marshal.loads(path.read_bytes())
+            except (OSError, ValueError, EOFError, TypeError):
+                return  # absent or unreadable: start empty
+            if key == listing_key():
+                self.summaries, self.facts = summaries, facts
+
+    def save(self, keep_summaries: set[str], keep_facts: set[str]) -> None:
+        """Keep only what the listed state holds; written aside and renamed into place."""
+        summaries = {k: v for k, v in self.summaries.items() if k in keep_summaries}
+        facts = {k: v for k, v in self.facts.items() if k in keep_facts}
+        if self.path is None or (not self.dirty and len(summaries) == len(self.summaries)
+                                 and len(facts) == len(self.facts)):
+            return
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(marshal.dumps((listing_key(), summaries, facts)))
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a read-only .git only costs speed
+
+
+def load_listing(state: Snapshot, state_dir: Path | None) -> Listing:
+    """The job list of `state`, reading only the records and job files this cache has not seen."""
+    cached = ListingCache(state_dir / FILE_NAME if state_dir is not None else None)
+    ledger = state.ledger
+    summaries: dict[str, RecordSummary] = {}
+    wanted_summaries = {job: f"{job}:{ledger.blobs[job]}" for job in ledger.records if job in ledger.blobs}
+    missing = [job for job, key in wanted_summaries.items() if key not in cached.summaries]
+    preload = getattr(ledger.records, "preload", None)
+    if missing and preload is not None:
+        preload(missing)  # one batch read for every record not summarised yet
+    for job, key in wanted_summaries.items():
+        stored = cached.summaries.get(key)
+        if stored is not None:
+            summaries[job] = RecordSummary.from_tuple(stored)
+            continue
+        try:
+            summary = RecordSummary.of(ledger.records[job])
+        except KeyError:
+            continue
+        summaries[job] = summary
+        cached.summaries[key] = summary.as_tuple()
+        cached.dirty = True
+    facts = _job_facts(state, cached)
+    cached.save(set(wanted_summaries.values()),
+                {jf.blob for jf in state.desired.job_files.values()})
+    return Listing(state, summaries, facts)
+
+
+def _job_facts(state: Snapshot, cached: ListingCache) -> dict[str, JobFacts]:
+    """Description and `retry_of` of the job files this state did not parse (executed, unchanged jobs)."""
+    unparsed = {name: jf for name, jf in state.desired.job_files.items() if jf.data is None}
+    missing = [jf for jf in unparsed.values() if jf.blob not in cached.facts]
+    if missing:
+        files: RepoFiles = state.files
+        raw = files.read_many([jf.path for jf in missing])
+        for jf in missing:
+            facts = JobFacts.of(parse_resource("job", raw[jf.path]).data)
+            cached.facts[jf.blob] = (facts.description, facts.retry_of)
+            cached.dirty = True
+    return {name: JobFacts(*cached.facts[jf.blob]) for name, jf in unparsed.items()}
