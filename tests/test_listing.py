@@ -112,14 +112,16 @@ def test_listing_sorts_searches_counts_and_pages(make_repo: Callable[..., Path])
     assert listing.select(Query(page=9)).entries == []
 
 
-def run_on_terminal(args: list[str], cwd: Path, columns: int = 80) -> str:
-    """Run the CLI with a pseudo-terminal of `columns` columns as stdout; its output, colours removed."""
+def run_on_terminal(args: list[str], cwd: Path, columns: int = 80, env: dict[str, str] | None = None,
+                    on_output: Callable[[str], None] | None = None) -> str:
+    """Run the CLI with a pseudo-terminal of `columns` columns as stdout; its output, colours removed.
+    `on_output` sees the output so far each time more arrives (to act on what the screen shows)."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    env = {**os.environ, **GIT_ENV, "TERM": "xterm", "COLUMNS": str(columns)}
-    env.pop("NO_COLOR", None)
+    full_env = {**os.environ, **GIT_ENV, "TERM": "xterm", "COLUMNS": str(columns), **(env or {})}
+    full_env.pop("NO_COLOR", None)
     proc = subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=cwd, stdin=slave, stdout=slave,
-                            stderr=slave, env=env)
+                            stderr=slave, env=full_env)
     os.close(slave)
     chunks = []
     while True:
@@ -130,6 +132,8 @@ def run_on_terminal(args: list[str], cwd: Path, columns: int = 80) -> str:
         if not chunk:
             break
         chunks.append(chunk)
+        if on_output is not None:
+            on_output(b"".join(chunks).decode("utf-8", "replace"))
     os.close(master)
     assert proc.wait(60) == 0
     text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")

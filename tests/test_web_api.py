@@ -106,15 +106,15 @@ def test_pages_rows_filters_links_and_404s(example_repo: Path, serve: Callable[.
     done = next(j for j in jobs if j["job"] == "2026-11-01-sales-dashboard-rollout")
     job_page = server.get(f"/jobs/{done['job']}").text
     assert "Sales dashboard rollout, Q4" in job_page
-    assert re.search(r'data-label="User">alice</td><td data-label="Result" class="u-deployed">DEPLOYED</td>',
-                     job_page)
+    assert re.search(r'data-label="User"><a href="\?user=alice#details">alice</a></td><td data-label="Result" '
+                     r'class="u-deployed">DEPLOYED</td>', job_page)
     assert "Alice&#39;s sales board" in job_page  # the YAML as committed, escaped
     assert f'href="/builds/{done["build_id"]}"' in job_page
 
     build_page = server.get(f"/builds/{done['build_id']}").text
     assert f"as build {done['build_id']}" in build_page and "<pre id=\"log\">" in build_page
     pending = server.get("/jobs/draft-retire-staging-dashboard").text
-    assert "SUSPENDED" in pending and "Not run yet; would deploy to: dave" in pending
+    assert "SUSPENDED" in pending and 'Not run yet; would deploy to: <a href="?user=dave#details">dave</a>' in pending
 
     for missing in ("/jobs/no-such-job", "/builds/no-such", "/builds/20260101T000000Z-no-such-job-abcdef"):
         answer = server.get(missing)

@@ -145,3 +145,27 @@ def print_job_detail(detail: dict[str, Any]) -> None:
             out.write("  (no results yet)\n")
     for problem in detail.get("problems", []):
         out.write(f"problem: {problem['path']}:{problem['line']}: {problem['message']} [{problem['code']}]\n")
+
+
+def print_user_details(job: str, uid: str, status: str, build_id: str | None, details: list[Any]) -> None:
+    """`status JOB --user ID`: block by block, the user's tokens, rendered files and result."""
+    out = sys.stdout
+    out.write(f"job:      {job} ({status}{', build ' + build_id if build_id else ''})\n")
+    out.write(f"user:     {printable(uid)}\n")
+    for d in details:
+        result = f"{d.status}: {d.reason}" if d.status else "no result yet"
+        out.write(f"\nblock {d.block}: {d.action} {d.definition} on {d.server}\n")
+        out.write(f"  result: {printable(result)}\n")
+        out.write("  tokens:\n")
+        for name, value in d.tokens.items():
+            shown = f"{{secret: {value['secret']}}}" if isinstance(value, dict) else json.dumps(value,
+                                                                                              ensure_ascii=False)
+            out.write(f"    {name} = {printable(shown)}\n")
+        if not d.tokens:
+            out.write("    (none)\n")
+        note = " (a secret it uses was left empty: the deployed files differ)" if d.secrets_left_empty else ""
+        out.write(f"  files: content {d.content_digest}{note}\n")
+        for rel, digest in d.files.items():
+            out.write(f"    {printable(rel)}  {digest}\n")
+        for reason in d.broken:
+            out.write(f"  broken: {printable(reason)}\n")

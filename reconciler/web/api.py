@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import Query as Param
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -47,12 +48,18 @@ def page_headers(request: Request, page: Page | None) -> dict[str, str]:
     return headers
 
 
-@router.get("/api/jobs/{job}", response_model=JobDetail, tags=["api"],
-            responses=NOT_FOUND, summary="One job: blocks, per-user results with reasons, its ledger record")
-def get_job(job: str, ctx: Ctx) -> JSONResponse:
+@router.get("/api/jobs/{job}", response_model=JobDetail, tags=["api"], responses=NOT_FOUND,
+            summary="One job: blocks, per-user results with reasons, its ledger record (with ?user=ID, that user's "
+                    "details)")
+def get_job(job: str, ctx: Ctx,
+            user: Annotated[str | None, Param(max_length=128, description="add this user's details: tokens "
+                                              "(secrets by name), rendered files' digests, result")] = None
+            ) -> JSONResponse:
     detail = ctx.cache.detail(job)
     if detail is None:
         raise HTTPException(404, f"no job {job!r} on the deployment branch")
+    if user:
+        detail["user_details"] = ctx.cache.user_details(job, user) or []
     return JSONResponse(detail)  # the shape `status JOB --format json` prints (response_model documents it)
 
 

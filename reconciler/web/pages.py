@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 from functools import cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi import Query as Param
 from fastapi.responses import HTMLResponse
 
 from reconciler.core.listing import SORTS, Query, short_build_id, shown_time
@@ -30,6 +32,7 @@ def _templates() -> Any:
     env.filters["when"] = when
     env.filters["short_build"] = short_build_id
     env.filters["log_lines"] = log_lines
+    env.filters["token_value"] = token_value
     return env
 
 
@@ -41,6 +44,13 @@ def render(name: str, **values: Any) -> str:
 def when(iso: str | None) -> str:
     """The one time format of the pages (and the terminal): 2026-11-21 12:15 UTC; the full value in a title."""
     return shown_time(iso) if iso else "—"
+
+
+def token_value(value: Any) -> str:
+    """A resolved token value as the CLI shows it: a secret by name, never its value; else JSON."""
+    if isinstance(value, dict) and set(value) == {"secret"}:
+        return f"{{secret: {value['secret']}}}"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def table_rows(jobs: list[dict[str, Any]], environment: str | None = None,
@@ -91,13 +101,17 @@ def jobs_page(ctx: Ctx, request: Request, query: Annotated[Query, Depends(job_qu
 
 
 @router.get("/jobs/{job}", response_class=HTMLResponse, responses={200: _HTML, 404: _HTML}, summary="One job")
-def job_page(job: str, ctx: Ctx) -> HTMLResponse:
+def job_page(job: str, ctx: Ctx,
+             user: Annotated[str | None, Param(max_length=128, description="show this user's details")] = None
+             ) -> HTMLResponse:
     detail = ctx.cache.detail(job)
     if detail is None:
         return not_found(ctx, f"No job {job!r} on the deployment branch.")
     raw = ctx.cache.read(detail["path"]) if detail.get("path") else None
     yaml_text = raw.decode("utf-8", "replace") if raw is not None else None
-    return HTMLResponse(render("job.html", branch=ctx.cache.branch, d=detail, yaml_text=yaml_text))
+    details = ctx.cache.user_details(job, user) if user else None
+    return HTMLResponse(render("job.html", branch=ctx.cache.branch, d=detail, yaml_text=yaml_text, user=user,
+                               user_details=details))
 
 
 @router.get("/builds/{build_id}", response_class=HTMLResponse, responses={200: _HTML, 404: _HTML},

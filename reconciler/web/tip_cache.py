@@ -95,6 +95,17 @@ class StateCache:
             detail = listing.detail(job)
             return detail.as_json() if detail else None
 
+    def user_details(self, job: str, uid: str) -> list[dict[str, Any]] | None:
+        """What one user gets (got) from a job: tokens (secrets by name), rendered files' digests, result."""
+        from reconciler.ledger.claimed import details_for_user
+
+        listing = self.listing()
+        if listing is None:
+            return None
+        with self._lock:
+            found = details_for_user(self.repo, listing.state, job, uid)
+        return [d.as_json() for d in found] if found is not None else None
+
     def read(self, path: str) -> bytes | None:
         """One file of the current tip (e.g. a job's YAML as committed)."""
         state = self.get()
