@@ -247,6 +247,13 @@ def test_job_and_retry_link_each_other_blocks_count_from_zero_and_failures_stand
     assert "retried by:  broken-retry-1" in text
     assert "retry of:    broken" in run_cli("status", "broken-retry-1", "--repo", str(repo)).stdout
 
+    user = server.get("/jobs/broken", params={"user": "u2"}).text  # per-user details
+    assert 'id="details"' in user and "<code>greeting</code>" in user and "&#34;say \\&#34;hi\\&#34;&#34;" in user
+    assert 'class="u-failed">FAILED</dd>' in user and re.search(r"sha256:[0-9a-f]{64}", user)
+    api_user = server.get("/api/jobs/broken", params={"user": "u2"}).json()["user_details"]
+    assert api_user[0]["tokens"]["greeting"] == 'say "hi"' and api_user[0]["status"] == "FAILED"
+    assert "not a recipient" in server.get("/jobs/broken", params={"user": "u3"}).text
+
     build = detail["build_id"]
     log = server.get(f"/builds/{build}").text
     assert re.search(r'<span class="failed">[^<]*u2: FAILED, broken assets', log)
