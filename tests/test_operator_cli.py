@@ -277,3 +277,25 @@ def test_status_job_user_shows_resolved_tokens_digests_and_result(make_repo: Cal
     missing = run_cli("status", "with-secret", "--user", "u3", "--repo", str(repo))
     assert missing.returncode == 1 and "not a recipient" in missing.stdout
     assert run_cli("status", "--user", "u1", "--repo", str(repo)).returncode == 2
+
+
+# -- did you mean ---------------------------------------------------------------------------------------
+
+def test_unknown_names_suggest_the_close_one(make_repo: Callable[..., Path]) -> None:
+    repo = make_repo(jobs={
+        "typos": "blocks:\n  - {definition: ap, server: srv, users: [u1], content_tokens: {greeting: hi}}\n"
+                 "  - {definition: app, server: svr, users: [u1], content_tokens: {greeting: hi}}\n"
+                 "  - {definition: app, server: srv, users: [u1, U2, nobody], content_tokens: {greting: hi, level: 2},\n"
+                 "     user_tokens: {u-1: {content_tokens: {greeting: x}}}}\n"})
+    data = json.loads(run_cli("validate", "--format", "json", "--repo", str(repo)).stdout)
+    messages = {p["message"] for p in data["problems"]}
+    expected = ["definition 'ap' does not exist (definitions/ap.yaml); did you mean 'app'?",
+                "server 'svr' does not exist (servers/svr.yaml); did you mean 'srv'?",
+                "user 'U2' does not exist on server 'srv'; did you mean 'u2'?",
+                "user 'nobody' does not exist on server 'srv'",
+                "content token 'greting' is not declared by definition 'app'; did you mean 'greeting'?",
+                "content token 'level' is not declared by definition 'app'; it is a parameter token: set it under "
+                "parameter_tokens",
+                "user_tokens names 'u-1', who is not a user of this block; did you mean 'u1'?"]
+    for message in expected:
+        assert message in messages, (message, sorted(messages))
