@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -113,9 +114,10 @@ def test_listing_sorts_searches_counts_and_pages(make_repo: Callable[..., Path])
 
 
 def run_on_terminal(args: list[str], cwd: Path, columns: int = 80, env: dict[str, str] | None = None,
-                    on_output: Callable[[str], None] | None = None) -> str:
+                    on_output: Callable[[str], bool | None] | None = None) -> str:
     """Run the CLI with a pseudo-terminal of `columns` columns as stdout; its output, colours removed.
-    `on_output` sees the output so far each time more arrives (to act on what the screen shows)."""
+    `on_output` sees the output so far each time more arrives (to act on what the screen shows); when it
+    returns True the process gets SIGTERM (to stop a daemon)."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     full_env = {**os.environ, **GIT_ENV, "TERM": "xterm", "COLUMNS": str(columns), **(env or {})}
@@ -124,6 +126,7 @@ def run_on_terminal(args: list[str], cwd: Path, columns: int = 80, env: dict[str
                             stderr=slave, env=full_env)
     os.close(slave)
     chunks = []
+    stopped = False
     while True:
         try:
             chunk = os.read(master, 65536)
@@ -132,8 +135,9 @@ def run_on_terminal(args: list[str], cwd: Path, columns: int = 80, env: dict[str
         if not chunk:
             break
         chunks.append(chunk)
-        if on_output is not None:
-            on_output(b"".join(chunks).decode("utf-8", "replace"))
+        if on_output is not None and on_output(b"".join(chunks).decode("utf-8", "replace")) and not stopped:
+            proc.send_signal(signal.SIGTERM)
+            stopped = True
     os.close(master)
     assert proc.wait(60) == 0
     text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")

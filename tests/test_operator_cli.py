@@ -285,7 +285,8 @@ def test_unknown_names_suggest_the_close_one(make_repo: Callable[..., Path]) -> 
     repo = make_repo(jobs={
         "typos": "blocks:\n  - {definition: ap, server: srv, users: [u1], content_tokens: {greeting: hi}}\n"
                  "  - {definition: app, server: svr, users: [u1], content_tokens: {greeting: hi}}\n"
-                 "  - {definition: app, server: srv, users: [u1, U2, nobody], content_tokens: {greting: hi, level: 2},\n"
+                 "  - {definition: app, server: srv, users: [u1, U2, nobody],\n"
+                 "     content_tokens: {greting: hi, level: 2},\n"
                  "     user_tokens: {u-1: {content_tokens: {greeting: x}}}}\n"})
     data = json.loads(run_cli("validate", "--format", "json", "--repo", str(repo)).stdout)
     messages = {p["message"] for p in data["problems"]}
@@ -299,3 +300,17 @@ def test_unknown_names_suggest_the_close_one(make_repo: Callable[..., Path]) -> 
                 "user_tokens names 'u-1', who is not a user of this block; did you mean 'u1'?"]
     for message in expected:
         assert message in messages, (message, sorted(messages))
+
+
+def test_watch_prints_readable_lines_on_a_terminal_and_json_otherwise(make_repo: Callable[..., Path]) -> None:
+    repo = make_repo(jobs={"first": OK_JOB, "typo": OK_JOB.replace("srv", "srvv")})
+    screen = run_on_terminal(["watch", "--interval", "30"], repo, columns=200,
+                             on_output=lambda text: "pass finished" in text)
+    lines = screen.splitlines()
+    assert not any(line.lstrip().startswith("{") for line in lines), screen
+    (finished,) = [line for line in lines if " pass finished: " in line]
+    assert "outcome=failure" in finished or "outcome=ok" in finished
+    assert "ran=first:SUCCESS" in finished and "1 problem(s):" in finished
+    below = lines[lines.index(finished) + 1]
+    assert below.startswith("    jobs/typo.yaml:") and "[REF_SERVER]" in below  # the message itself
+    assert re.search(r"^\d\d:\d\d:\d\d watch started: ", screen, re.M)
