@@ -314,3 +314,20 @@ def test_watch_prints_readable_lines_on_a_terminal_and_json_otherwise(make_repo:
     below = lines[lines.index(finished) + 1]
     assert below.startswith("    jobs/typo.yaml:") and "[REF_SERVER]" in below  # the message itself
     assert re.search(r"^\d\d:\d\d:\d\d watch started: ", screen, re.M)
+
+
+# -- the GitHub Actions examples ---------------------------------------------------------------------
+
+def test_the_workflow_examples_install_a_pinned_reconciler_not_an_unpublished_package() -> None:
+    import yaml
+
+    from tests.conftest import ROOT
+
+    for path in sorted((ROOT / "examples" / "github-actions").glob("*.yml")):
+        text = path.read_text("utf-8")
+        workflow = yaml.safe_load(text)
+        assert "gitops-reconciler==" not in text, path.name  # not on PyPI: that install fails
+        spec = workflow["env"]["RECONCILER"]
+        assert re.fullmatch(r"gitops-reconciler @ git\+https://\S+@v\d+\.\d+\.\d+", spec), spec  # a tag
+        steps = [s.get("run", "") for job in workflow["jobs"].values() for s in job["steps"]]
+        assert any('pip install "$RECONCILER"' in run for run in steps), path.name
