@@ -331,3 +331,24 @@ def test_the_workflow_examples_install_a_pinned_reconciler_not_an_unpublished_pa
         assert re.fullmatch(r"gitops-reconciler @ git\+https://\S+@v\d+\.\d+\.\d+", spec), spec  # a tag
         steps = [s.get("run", "") for job in workflow["jobs"].values() for s in job["steps"]]
         assert any('pip install "$RECONCILER"' in run for run in steps), path.name
+
+
+# -- regression: a pass killed mid-build, then a new user and a job for them (issue 16, point 7) ---------
+
+def test_recovering_a_killed_build_beside_a_job_for_a_new_user(make_repo: Callable[..., Path]) -> None:
+    from tests.conftest import SERVER
+
+    repo = make_repo(jobs={"first": OK_JOB})
+    killed = run_cli("reconcile", "--repo", str(repo), env={"RECONCILER_FAILPOINTS": "user.before-apply=kill"})
+    assert killed.returncode == -9, killed.stderr  # SIGKILL inside the build
+    assert json.loads(git(repo, "show", "main:status/first.json"))["status"] in ("IN-PROGRESS", "WORKING")
+    write(repo, "servers/srv.yaml", SERVER.format(name="srv") + "  - id: u4\n")
+    write(repo, "jobs/for-u4.yaml", OK_JOB.replace("users: all", "users: [u4]"))
+    commit_all(repo, "a new user and a job for them")
+    again = run_cli("reconcile", "--repo", str(repo))
+    assert again.returncode in (0, 1), again.stderr  # never 3 (an internal error)
+    assert "KeyError" not in again.stderr and "internal error" not in again.stderr
+    states = {row["job"]: row["status"] for row in json.loads(run_cli("status", "--format", "json", "--repo",
+                                                                       str(repo)).stdout)}
+    assert states["for-u4"] == "SUCCESS"
+    assert states["first"] in ("SUCCESS", "FAILURE")  # recovered, not left WORKING
