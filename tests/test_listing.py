@@ -93,7 +93,9 @@ def test_listing_sorts_searches_counts_and_pages(make_repo: Callable[..., Path])
     repo = make_repo(jobs={"alpha": OK_JOB, "broken-one": BROKEN_FOR_U2, "beta": OK_JOB})
     assert run_cli("reconcile", "--repo", str(repo)).returncode == 1  # broken-one: u2 SKIPPED
     write(repo, "jobs/gamma-draft.yaml", "suspend: true\n" + OK_JOB)
-    commit_all(repo, "a draft")
+    git(repo, "add", "-A")  # committed later than any build started (times are kept to the second)
+    subprocess.run(["git", "commit", "-q", "-m", "a draft"], cwd=repo, check=True,
+                   env={**os.environ, **GIT_ENV, "GIT_COMMITTER_DATE": "2030-01-01T00:00:00Z"})
     repo_ = gitmod.open_repo(repo)
     tip = gitmod.resolve(repo_, "refs/heads/main")
     assert tip is not None
@@ -162,3 +164,42 @@ def test_status_on_a_terminal_fits_it_and_wide_shows_every_column(make_repo: Cal
     piped = run_cli("status", "--repo", str(repo)).stdout.splitlines()  # not a terminal: as before
     assert piped[0].startswith("JOB\tBUILD_ID\t") and len(piped) == 3
     assert any(rows[0]["build_id"] in line for line in piped)
+
+
+def test_the_fast_listing_equals_the_full_one_for_every_kind_of_job(make_repo: Callable[..., Path]) -> None:
+    repo = make_repo(jobs={"done": OK_JOB, "edited": OK_JOB, "gone": OK_JOB, "broken-one": BROKEN_FOR_U2,
+                           "retried": OK_JOB})
+    assert run_cli("reconcile", "--repo", str(repo)).returncode == 1
+    write(repo, "jobs/edited.yaml", OK_JOB.replace("hi", "changed"))  # MODIFIED
+    (repo / "jobs" / "gone.yaml").unlink()  # DELETED
+    write(repo, "jobs/invalid.yaml", "blocks: [{definition: nope, server: srv, users: all}]\n")
+    write(repo, "jobs/unparsable.yaml", "blocks: [\n")
+    write(repo, "jobs/draft.yaml", "suspend: true\n" + OK_JOB)
+    write(repo, "jobs/later.yaml", "run_at: 2099-01-01T00:00:00Z\n" + OK_JOB)
+    write(repo, "jobs/retried-retry-1.yaml", "retry_of: retried\ndescription: again\n" + OK_JOB)
+    commit_all(repo, "every kind of job")
+    for _ in ("cold", "warm"):
+        fast = json.loads(run_cli("status", "--format", "json", "--repo", str(repo)).stdout)
+        assert fast == full_rows(repo)
+    states = {row["job"]: row["status"] for row in fast}
+    assert states == {"done": "SUCCESS", "edited": "MODIFIED", "gone": "DELETED", "broken-one": "FAILURE",
+                      "retried": "SUCCESS", "invalid": "INVALID", "unparsable": "INVALID", "draft": "SUSPENDED",
+                      "later": "SCHEDULED", "retried-retry-1": "PENDING"}
+    detail = json.loads(run_cli("status", "retried", "--format", "json", "--repo", str(repo)).stdout)
+    assert detail["retried_by"] == ["retried-retry-1"]
+
+
+def test_a_summary_from_the_records_json_equals_the_one_from_the_checked_record(
+        make_repo: Callable[..., Path]) -> None:
+    from reconciler.core.listing import RecordSummary
+
+    repo = make_repo(jobs={"done": OK_JOB, "broken-one": BROKEN_FOR_U2})
+    run_cli("reconcile", "--repo", str(repo))
+    repo_ = gitmod.open_repo(repo)
+    tip = gitmod.resolve(repo_, "refs/heads/main")
+    assert tip is not None
+    state = load_commit_state(repo_, tip)
+    for job in ("done", "broken-one"):
+        raw = gitmod.read_path(repo_, tip, f"status/{job}.json")
+        assert raw is not None
+        assert RecordSummary.of_data(json.loads(raw)) == RecordSummary.of(state.ledger.records[job])

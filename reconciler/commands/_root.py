@@ -31,6 +31,8 @@ def find_root(start: Path) -> Path:
     for folder in (here, *here.parents):
         if (folder / ".git").exists() or looks_like_deployment_repo(folder):
             return folder
+        if (folder / "HEAD").is_file() and (folder / "objects").is_dir() and (folder / "refs").is_dir():
+            return start  # a bare repository (or a .git folder): git itself takes it from here
     return start
 
 

@@ -9,6 +9,7 @@ comes from a `RecordSummary`, which the ledger layer caches by the record's blob
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from reconciler.core.model import Rollout, recipients
 from reconciler.core.records import LedgerRecord
 from reconciler.core.rollout import describe, plan_waves
 from reconciler.core.snapshot import Snapshot
-from reconciler.core.timeutil import iso
+from reconciler.core.timeutil import iso, parse_time
 
 RUNNING_STATES = ("IN-PROGRESS", "WORKING")
 ATTENTION_STATES = ("FAILURE", "INVALID", "MODIFIED", "BLOCKED")  # a person should look
@@ -106,8 +107,24 @@ class RecordSummary:
     @classmethod
     def of(cls, record: LedgerRecord) -> RecordSummary:
         rows = record_blocks(record)
-        return cls(record.build_id, record.status, iso(record.created_at), iso(record.started_at or record.queued_at),
-                   iso(record.finished_at), tuple(r.meta for r in rows),
+        metas = tuple(tuple(sys.intern(v) if isinstance(v, str) else v for v in r.meta) for r in rows)
+        return cls(record.build_id, sys.intern(record.status), iso(record.created_at),
+                   iso(record.started_at or record.queued_at), iso(record.finished_at), metas,  # type: ignore[arg-type]
+                   json.dumps([r.as_json() for r in rows], ensure_ascii=False))
+
+    @classmethod
+    def of_data(cls, data: dict[str, Any]) -> RecordSummary:
+        """The same summary from a record's JSON, for a blob that already passed every check of
+        `parse_record` (the ledger's load says which): no second schema and model check."""
+        def when(value: Any) -> str | None:
+            return iso(parse_time(value)) if isinstance(value, str) else None
+
+        rows = [BlockRow(b["definition"], b["module_type"], b["server"], b["environment"], b["organization"],
+                         b["action"], {uid: r["status"] for uid, r in b["users"].items()}) for b in data["blocks"]]
+        metas = tuple(tuple(sys.intern(v) if isinstance(v, str) else v for v in r.meta) for r in rows)
+        return cls(data["build_id"], sys.intern(data["status"]), when(data.get("created_at")),
+                   when(data.get("started_at") or data.get("queued_at")), when(data.get("finished_at")),
+                   metas,  # type: ignore[arg-type]
                    json.dumps([r.as_json() for r in rows], ensure_ascii=False))
 
     def as_tuple(self) -> tuple[Any, ...]:
@@ -116,8 +133,7 @@ class RecordSummary:
 
     @classmethod
     def from_tuple(cls, value: tuple[Any, ...]) -> RecordSummary:
-        build_id, status, created, last_run, finished, blocks, blocks_json = value
-        return cls(build_id, status, created, last_run, finished, tuple(tuple(b) for b in blocks), blocks_json)
+        return cls(*value)  # marshal keeps tuples as tuples: nothing to convert
 
 
 @dataclass(frozen=True)

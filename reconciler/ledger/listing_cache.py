@@ -11,10 +11,12 @@ renamed; safe to delete; never trusted across versions or code changes). Misses 
 from __future__ import annotations
 
 import hashlib
+import json
 import marshal
 import os
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from reconciler.core.files import RepoFiles
 from reconciler.core.listing import JobFacts, Listing, RecordSummary
@@ -67,43 +69,64 @@ class ListingCache:
             tmp.unlink(missing_ok=True)  # a read-only .git only costs speed
 
 
+CHUNK = 500  # records or job files read per batch on a cold cache: memory stays flat
+
+
 def load_listing(state: Snapshot, state_dir: Path | None) -> Listing:
     """The job list of `state`, reading only the records and job files this cache has not seen."""
     cached = ListingCache(state_dir / FILE_NAME if state_dir is not None else None)
     ledger = state.ledger
-    summaries: dict[str, RecordSummary] = {}
-    wanted_summaries = {job: f"{job}:{ledger.blobs[job]}" for job in ledger.records if job in ledger.blobs}
-    missing = [job for job, key in wanted_summaries.items() if key not in cached.summaries]
-    preload = getattr(ledger.records, "preload", None)
-    if missing and preload is not None:
-        preload(missing)  # one batch read for every record not summarised yet
-    for job, key in wanted_summaries.items():
-        stored = cached.summaries.get(key)
-        if stored is not None:
-            summaries[job] = RecordSummary.from_tuple(stored)
-            continue
-        try:
-            summary = RecordSummary.of(ledger.records[job])
-        except KeyError:
-            continue
-        summaries[job] = summary
-        cached.summaries[key] = summary.as_tuple()
-        cached.dirty = True
+    wanted = {job: f"{job}:{ledger.blobs[job]}" for job in ledger.records if job in ledger.blobs}
+    missing = [job for job, key in wanted.items() if key not in cached.summaries]
+    if missing:
+        _summarise(state, missing, wanted, cached)
+    summaries = {job: RecordSummary.from_tuple(cached.summaries[key]) for job, key in wanted.items()
+                 if key in cached.summaries}
     facts = _job_facts(state, cached)
-    cached.save(set(wanted_summaries.values()),
-                {jf.blob for jf in state.desired.job_files.values()})
+    cached.save(set(wanted.values()), {jf.blob for jf in state.desired.job_files.values()})
     return Listing(state, summaries, facts)
 
 
+def _summarise(state: Snapshot, jobs: list[str], keys: dict[str, str], cached: ListingCache) -> None:
+    """Summaries of records not cached yet, read in batches. Every one of these blobs passed every check
+    of `parse_record` when the ledger was loaded (or earlier, by blob id): the JSON is summarised as is."""
+    files: RepoFiles = state.files
+    for start in range(0, len(jobs), CHUNK):
+        chunk = jobs[start:start + CHUNK]
+        raw = files.read_many([state.ledger.path(job) for job in chunk])
+        for job in chunk:
+            try:
+                summary = RecordSummary.of_data(json.loads(raw[state.ledger.path(job)]))
+            except (KeyError, TypeError, ValueError):  # cannot happen for a checked blob: the full check decides
+                summary = RecordSummary.of(state.ledger.records[job])
+            cached.summaries[keys[job]] = summary.as_tuple()
+        cached.dirty = True
+
+
 def _job_facts(state: Snapshot, cached: ListingCache) -> dict[str, JobFacts]:
-    """Description and `retry_of` of the job files this state did not parse (executed, unchanged jobs)."""
+    """Description and `retry_of` of the job files this state did not parse: executed jobs whose finished
+    record claimed exactly these bytes (validated then), so a plain safe load of two keys is enough."""
     unparsed = {name: jf for name, jf in state.desired.job_files.items() if jf.data is None}
     missing = [jf for jf in unparsed.values() if jf.blob not in cached.facts]
-    if missing:
-        files: RepoFiles = state.files
-        raw = files.read_many([jf.path for jf in missing])
-        for jf in missing:
-            facts = JobFacts.of(parse_resource("job", raw[jf.path]).data)
+    files: RepoFiles = state.files
+    for start in range(0, len(missing), CHUNK):
+        chunk = missing[start:start + CHUNK]
+        raw = files.read_many([jf.path for jf in chunk])
+        for jf in chunk:
+            facts = JobFacts.of(_plain_load(raw[jf.path]))
             cached.facts[jf.blob] = (facts.description, facts.retry_of)
             cached.dirty = True
     return {name: JobFacts(*cached.facts[jf.blob]) for name, jf in unparsed.items()}
+
+
+def _plain_load(raw: bytes) -> Any:
+    """libyaml's safe loader (plain data only), falling back to the full line-keeping one on any doubt."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", None)
+    if loader is not None and len(raw) <= 1024 * 1024:
+        try:
+            return yaml.load(raw, Loader=loader)  # a safe loader: plain data, no tags
+        except (yaml.YAMLError, RecursionError, ValueError):
+            pass
+    return parse_resource("job", raw).data
