@@ -87,22 +87,25 @@ def _with_progress(options: PassOptions) -> PassResult:
 
     totals = JobTotals(options)
     tasks: dict[str, TaskID] = {}
+    lock = threading.Lock()  # builds run concurrently: events and user results arrive from several threads
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[users]}"),
                TimeElapsedColumn())
     with Progress(*columns, transient=True) as progress:
         overall = progress.add_task("reconciling", total=None, users="")
 
         def task_of(job: str) -> TaskID:
-            if job not in tasks:
-                total = totals.of(job)
-                tasks[job] = progress.add_task(job, total=total, users=_users_done(0, total))
-            return tasks[job]
+            with lock:
+                if job not in tasks:
+                    total = totals.of(job)
+                    tasks[job] = progress.add_task(job, total=total, users=_users_done(0, total))
+                return tasks[job]
 
         def on_user(job: str, user: str, status: str) -> None:
             task = task_of(job)
-            progress.update(task, advance=1)
-            done = progress.tasks[progress.task_ids.index(task)]
-            progress.update(task, users=_users_done(int(done.completed), done.total))
+            with lock:
+                progress.update(task, advance=1)
+                done = next(t for t in progress.tasks if t.id == task)
+                progress.update(task, users=_users_done(int(done.completed), done.total))
 
         def on_event(event: str, data: dict[str, Any]) -> None:
             job = str(data.get("job", ""))
@@ -111,8 +114,10 @@ def _with_progress(options: PassOptions) -> PassResult:
                 if isinstance(data.get("users"), int):  # a pass that says how many users the job has
                     progress.update(task, total=data["users"])
                 progress.update(overall, description=f"reconciling: {job} {event.removeprefix('job.')}")
-            elif event in ("job.finished", "job.lost", "job.interrupted") and job in tasks:
-                progress.remove_task(tasks.pop(job))
+            elif event in ("job.finished", "job.lost", "job.interrupted", "job.stopped"):
+                with lock:
+                    if job in tasks:
+                        progress.remove_task(tasks.pop(job))
 
         options.on_user = on_user
         options.events = on_event
