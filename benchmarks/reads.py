@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from run import measure, repeat, repo_for  # noqa: E402
+from run import repeat, repo_for  # noqa: E402
 
 FLOOR = ("git ls-tree -r --format='%(objectname)' HEAD -- reconciler.yaml servers definitions jobs status "
          "| git cat-file --batch >/dev/null")
