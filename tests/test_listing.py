@@ -203,3 +203,16 @@ def test_a_summary_from_the_records_json_equals_the_one_from_the_checked_record(
         raw = gitmod.read_path(repo_, tip, f"status/{job}.json")
         assert raw is not None
         assert RecordSummary.of_data(json.loads(raw)) == RecordSummary.of(state.ledger.records[job])
+
+
+def test_replanning_an_unchanged_tip_keeps_what_was_computed_for_every_job(make_repo: Callable[..., Path]) -> None:
+    repo = make_repo(jobs={"now": OK_JOB, "later": "run_at: 2099-01-01T00:00:00Z\n" + OK_JOB})
+    repo_ = gitmod.open_repo(repo)
+    tip = gitmod.resolve(repo_, "refs/heads/main")
+    assert tip is not None
+    listing = load_listing(load_commit_state(repo_, tip, skip_executed=True), repo_.state_dir)
+    entries = listing.entries()
+    again = listing.replanned()
+    assert again.entries() is entries  # nothing changed: no work per job
+    next_change = listing.next_change()
+    assert next_change is not None and next_change.year == 2099  # when `later` falls due

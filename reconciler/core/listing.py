@@ -222,8 +222,18 @@ class Listing:
         self._choices: tuple[list[str], list[str]] | None = None
 
     def replanned(self) -> Listing:
-        """The same state and caches, planned again now (a `run_at` may have fallen due)."""
-        return Listing(self.state, self._summaries, self._facts)
+        """The same state and caches, planned again now (a `run_at` may have fallen due). When no job's state
+        changed, what was computed for all jobs (entries, orders, choices) is kept: it depends on nothing else."""
+        fresh = Listing(self.state, self._summaries, self._facts)
+        if fresh.states == self.states:
+            fresh._entries, fresh._choices = self._entries, self._choices
+        return fresh
+
+    def next_change(self) -> datetime | None:
+        """The next moment a listing state changes by itself (the earliest `run_at` still ahead)."""
+        now = datetime.now(UTC)
+        ahead = [job.run_at for job in self._jobs.values() if job.run_at is not None and job.run_at > now]
+        return min(ahead) if ahead else None
 
     # -- one job -----------------------------------------------------------------------------------
     def summary(self, name: str) -> RecordSummary | None:

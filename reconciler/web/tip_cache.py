@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from reconciler.core.listing import Listing, Page, Query
 from reconciler.core.snapshot import Snapshot
+from reconciler.core.timeutil import utcnow
 from reconciler.ledger import git
 from reconciler.ledger.branch import deployment_branch
 from reconciler.ledger.listing_cache import load_listing
 from reconciler.ledger.load import load_commit_state
 
-PLAN_SECONDS = 2.0  # the listing states age only with time (a run_at falling due): re-planned this often
+# With the tip unchanged, listing states change only with time: when a `run_at` falls due, and (to be
+# safe with rules that depend on the clock) at least this often. A page in between costs what it shows.
+PLAN_SECONDS = 30.0
 
 
 class StateCache:
@@ -32,6 +36,7 @@ class StateCache:
         self._tip: str | None = None
         self._listing: Listing | None = None
         self._planned_at = 0.0
+        self._due: datetime | None = None
         self._all_json: tuple[Listing, str] | None = None
 
     def tip(self) -> str | None:
@@ -46,9 +51,12 @@ class StateCache:
             now = time.monotonic()
             if tip != self._tip or self._listing is None:
                 state = load_commit_state(self.repo, tip, skip_executed=True)
-                self._listing, self._tip, self._planned_at = load_listing(state, self.repo.state_dir), tip, now
-            elif now - self._planned_at > PLAN_SECONDS:  # same tip: only the plan can have changed
-                self._listing, self._planned_at = self._listing.replanned(), now
+                self._listing, self._tip = load_listing(state, self.repo.state_dir), tip
+            elif now - self._planned_at > PLAN_SECONDS or (self._due is not None and utcnow() >= self._due):
+                self._listing = self._listing.replanned()  # same tip: only the plan can have changed
+            else:
+                return self._listing
+            self._planned_at, self._due = now, self._listing.next_change()
             return self._listing
 
     def get(self) -> Snapshot | None:
