@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from run import repeat, repo_for  # noqa: E402
+from run import NOTES, repeat, repo_for  # noqa: E402
 
 FLOOR = ("git ls-tree -r --format='%(objectname)' HEAD -- reconciler.yaml servers definitions jobs status "
          "| git cat-file --batch >/dev/null")
@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     text = render(figures, args.runs, sizes, argv if argv is not None else sys.argv[1:])
     print(text)
     if str(args.out) != "-":
+        old = args.out.read_text("utf-8") if args.out.is_file() else ""
+        if NOTES in old:  # the hand-written analysis below the marker survives a re-run
+            text += "\n" + NOTES + old.split(NOTES, 1)[1]
         args.out.write_text(text, "utf-8")
     return 0
 
