@@ -424,3 +424,12 @@ def job_rows(state: Snapshot) -> list[JobRow]:
 
 def job_detail(state: Snapshot, name: str) -> JobDetail | None:
     return Listing(state).detail(name)
+
+
+def detail_of_record(record: LedgerRecord, *, status: str | None = None, path: str | None = None,
+                     description: str = "") -> JobDetail:
+    """A job's status JSON from its record alone (the engine's notifications): the shape of `status JOB`."""
+    return JobDetail(job=record.job, status=status or record.status, build_id=record.build_id,
+                     created_at=iso(record.created_at), last_run_at=iso(record.started_at or record.queued_at),
+                     finished_at=iso(record.finished_at), description=description, path=path,
+                     blocks=tuple(record_blocks(record)), record=record)
