@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -72,10 +73,11 @@ class Metrics:
             for outcome in WEBHOOK_OUTCOMES:
                 self.webhooks.labels(source, outcome)
 
-    def render(self, states: dict[str, str]) -> bytes:
-        """`states`: job -> listing state."""
+    def render(self, states: dict[str, str] | list[dict[str, Any]]) -> bytes:
+        """`states`: job -> listing state (or the job list's rows, each with its `status`)."""
         counts = dict.fromkeys(LISTING_STATES, 0)
-        for status in states.values():
+        values = states.values() if isinstance(states, dict) else (row["status"] for row in states)
+        for status in values:
             counts[status] = counts.get(status, 0) + 1
         for status, count in counts.items():
             self.jobs.labels(status).set(count)
