@@ -3,8 +3,9 @@
 `status`, `/api/jobs` and the page list every job. Parsing and checking 9,000 records on every
 listing costs seconds, yet what a row shows of a record depends only on the record's bytes, which
 its blob id names. So each record's `RecordSummary` and each job file's `JobFacts` is kept in
-`.git/reconciler/listing-v1.bin` (beside the main cache, written the same way: aside, then
-renamed; safe to delete; never trusted across versions or code changes). Misses are read with one
+`.git/reconciler/listing-v1.bin` (beside the main cache, written the same way: sealed with a
+checksum, aside, then renamed; whatever damage it suffers reads as absent; safe to delete; never
+trusted across versions or code changes). Misses are read with one
 `git cat-file --batch` and the records are fully checked as always before they are summarised.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import marshal
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from reconciler.core.listing import JobFacts, Listing, RecordSummary
 from reconciler.core.resources import parse_resource
 from reconciler.core.snapshot import Snapshot
 from reconciler.ledger.cache import cache_key
+from reconciler.ledger.statefile import read_sealed, write_sealed
 
 FILE_NAME = "listing-v1.bin"
 
@@ -47,12 +48,15 @@ class ListingCache:
         self.facts: dict[str, tuple[str, str | None]] = {}  # "<job file blob>" -> (description, retry_of)
         self.dirty = False
         if path is not None:
+            raw = read_sealed(path)  # a regular file with a good checksum, else None: never blocks, never follows
             try:
-                key, summaries, facts = marshal.loads(path.read_bytes())
-            except (OSError, ValueError, EOFError, TypeError):
-                return  # absent or unreadable: start empty
-            if key == listing_key():
+                key, summaries, facts = marshal.loads(raw) if raw is not None else (None, {}, {})
+            except (ValueError, EOFError, TypeError):
+                return  # absent, unreadable or damaged: start empty, rebuilt on save
+            if key == listing_key() and isinstance(summaries, dict) and isinstance(facts, dict):
                 self.summaries, self.facts = summaries, facts
+            else:
+                self.dirty = True
 
     def save(self, keep_summaries: set[str], keep_facts: set[str]) -> None:
         """Keep only what the listed state holds; written aside and renamed into place."""
@@ -61,12 +65,7 @@ class ListingCache:
         if self.path is None or (not self.dirty and len(summaries) == len(self.summaries)
                                  and len(facts) == len(self.facts)):
             return
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_bytes(marshal.dumps((listing_key(), summaries, facts)))
-            os.replace(tmp, self.path)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # a read-only .git only costs speed
+        write_sealed(self.path, marshal.dumps((listing_key(), summaries, facts)))  # aside, then renamed
 
 
 CHUNK = 500  # records or job files read per batch on a cold cache: memory stays flat
