@@ -16,9 +16,21 @@ def json_line(event: str, data: dict[str, Any]) -> None:
 
 
 def human_line(event: str, data: dict[str, Any]) -> None:
+    """`12:04:10 pass finished: outcome=ok seconds=1.2 ran=job-a:SUCCESS`; problems on lines of their own."""
     time = (iso(utcnow()) or "")[11:19]
-    details = " ".join(f"{k}={_short(v)}" for k, v in data.items())
-    sys.stderr.write(f"{time} {event} {details}".rstrip() + "\n")
+    details = []
+    below = []
+    for key, value in data.items():
+        if key == "problems" and isinstance(value, list):
+            if value:
+                details.append(f"{len(value)} problem(s):")
+                below += [f"    {problem}" for problem in value]
+            continue
+        if value is None or value == [] or value == {} or value == "":
+            continue  # nothing to say
+        details.append(f"{key}={_short(value)}")
+    head = f"{time} {event.replace('.', ' ')}" + (": " + " ".join(details) if details else "")
+    sys.stderr.write("\n".join([head, *below]) + "\n")
     sys.stderr.flush()
 
 

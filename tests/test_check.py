@@ -50,6 +50,17 @@ blocks:
 """
 
 
+API_SERVER = """\
+environment: production
+organization: test-org
+driver:
+  type: http
+  url: https://deploy.example.com/api/v1
+  auth: {secret: DEPLOY_SECRET_API_TOKEN}
+users: [{id: u1}]
+"""
+
+
 def normalise(text: str) -> str:
     text = re.sub(r"\b[0-9]{8}T[0-9]{6}Z-[a-z0-9._-]+-[0-9a-f]{6}\b", "<build>", text)
     return re.sub(r"\b[0-9a-f]{40}\b|\b[0-9a-f]{12}\b", "<commit>", text)
@@ -64,6 +75,7 @@ def pull_request(make_repo: Callable[..., Path]) -> Path:
     write(repo, "jobs/new.yaml", NEW)
     write(repo, "jobs/done.yaml", DONE.replace("hello", "hello again"))
     write(repo, "jobs/bad.yaml", BAD)
+    write(repo, "servers/api.yaml", API_SERVER)  # a new destination: for the reviewer, not a problem
     commit_all(repo, "pull request")
     return repo
 
@@ -116,7 +128,7 @@ def test_github_annotations(make_repo: Callable[..., Path]) -> None:
     result = run_main("check", "--repo", str(repo), "--base", "main", "--format", "github")
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert any(line.startswith("::error file=jobs/done.yaml,line=1,title=MODIFIED::") for line in lines)
+    assert any(line.startswith("::error file=jobs/done.yaml,line=6,title=MODIFIED::") for line in lines)
     assert any(line.startswith("::error file=jobs/bad.yaml,line=6,title=SCHEMA::") for line in lines), lines
     assert any(line.startswith("::warning file=jobs/new.yaml,title=broken assets::") and "u2" in line
                for line in lines)
@@ -192,3 +204,77 @@ def test_unknown_base_is_a_usage_error(make_repo: Callable[..., Path]) -> None:
     assert result.returncode == 2
     assert "base 'origin/nope' is not a commit" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_modified_points_at_the_changed_line_and_servers_need_review(make_repo: Callable[..., Path]) -> None:
+    repo = pull_request(make_repo)
+    data = json.loads(run_cli("check", "--repo", str(repo), "--base", "main", "--format", "json").stdout)
+    (modified,) = [p for p in data["problems"] if p["code"] == "MODIFIED"]
+    assert modified["line"] == 6  # `content_tokens: {greeting: hello again}`, not line 1
+    (server,) = data["needs_review"]["servers"]
+    assert (server["path"], server["change"], server["driver"], server["host"], server["secrets"]) == (
+        "servers/api.yaml", "added", "http", "deploy.example.com", ["DEPLOY_SECRET_API_TOKEN"])
+    users = {u["user"]: u for b in next(j for j in data["jobs"] if j["job"] == "new")["blocks"] for u in b["users"]}
+    assert users["u1"]["tokens"] == {"greeting": "hi", "level": 2}
+    assert users["u3"]["tokens"] == {"greeting": {"secret": "DEPLOY_SECRET_GREETING"}, "level": 1}
+    text = run_cli("check", "--repo", str(repo), "--base", "main").stdout
+    assert "needs review:\n  server servers/api.yaml (added): driver http, host deploy.example.com, secrets " \
+           "DEPLOY_SECRET_API_TOKEN" in text
+    assert '    u3 tokens: greeting={secret: DEPLOY_SECRET_GREETING}, level=1' in text
+    github = run_cli("check", "--repo", str(repo), "--base", "main", "--format", "github").stdout
+    assert "::warning file=servers/api.yaml,title=needs review::" in github
+
+
+def test_a_changed_server_shows_what_it_was(make_repo: Callable[..., Path]) -> None:
+    repo = make_repo()
+    write(repo, "servers/api.yaml", API_SERVER)
+    commit_all(repo, "an api server")
+    git(repo, "checkout", "-q", "-b", "pr")
+    write(repo, "servers/api.yaml", API_SERVER.replace("deploy.example.com", "elsewhere.example.net")
+          .replace("DEPLOY_SECRET_API_TOKEN", "DEPLOY_SECRET_OTHER"))
+    commit_all(repo, "move the api")
+    data = json.loads(run_cli("check", "--repo", str(repo), "--base", "main", "--format", "json").stdout)
+    (server,) = data["needs_review"]["servers"]
+    assert server["change"] == "changed" and server["host"] == "elsewhere.example.net"
+    assert server["was"] == {"host": "deploy.example.com", "secrets": ["DEPLOY_SECRET_API_TOKEN"]}
+    assert data["valid"] is True and data["ready"] is True
+
+
+SETTINGS = "branch: main\nsecret_prefixes: [DEPLOY_SECRET_]\n"
+
+
+def test_settings_change_is_called_out_and_never_ready_to_merge(make_repo: Callable[..., Path]) -> None:
+    repo = make_repo()
+    write(repo, "reconciler.yaml", SETTINGS)
+    commit_all(repo, "settings")
+    git(repo, "checkout", "-q", "-b", "widen")
+    write(repo, "reconciler.yaml", SETTINGS.replace("[DEPLOY_SECRET_]", "[DEPLOY_SECRET_, AWS_]"))
+    commit_all(repo, "widen the secret prefixes")
+    alone = run_cli("check", "--repo", str(repo), "--base", "main", "--format", "json")
+    data = json.loads(alone.stdout)
+    assert alone.returncode == 0 and data["valid"] is True  # nothing else changes: no problem...
+    assert data["ready"] is False and data["needs_review"]["settings"] == ["secret_prefixes"]  # ...but a person decides
+    markdown = run_cli("check", "--repo", str(repo), "--base", "main", "--format", "markdown").stdout
+    assert "ready to merge" not in markdown and "needs review: changes secret_prefixes" in markdown
+    assert "ready to merge" not in run_cli("check", "--repo", str(repo), "--base", "main", "--format",
+                                           "github").stdout
+    assert "needs review: changes secret_prefixes" in run_cli("check", "--repo", str(repo), "--base", "main").stdout
+
+    write(repo, "jobs/sneaky.yaml", DONE)  # the same pull request also adds a job
+    commit_all(repo, "and a job")
+    mixed = run_cli("check", "--repo", str(repo), "--base", "main", "--format", "json")
+    problems = json.loads(mixed.stdout)["problems"]
+    assert mixed.returncode == 1
+    assert [(p["path"], p["line"], p["code"]) for p in problems] == [("reconciler.yaml", 2, "SETTINGS_CHANGE")]
+
+    for key, value in (("branch", "branch: release\n"), ("remote", "remote: upstream\n"),
+                       ("commit_author", "commit_author: {name: someone, email: x@example.com}\n")):
+        git(repo, "checkout", "-q", "main")
+        git(repo, "checkout", "-q", "-b", f"change-{key}")
+        write(repo, "reconciler.yaml", SETTINGS + value if key != "branch" else SETTINGS.replace("branch: main\n",
+                                                                                                   value))
+        write(repo, "jobs/other.yaml", DONE)
+        commit_all(repo, f"change {key}")
+        codes = [p["code"] for p in json.loads(run_cli("check", "--repo", str(repo), "--base", "main", "--format",
+                                                      "json").stdout)["problems"]]
+        assert "SETTINGS_CHANGE" in codes, key

@@ -95,7 +95,8 @@ def test_pages_rows_filters_links_and_404s(example_repo: Path, serve: Callable[.
     for job in jobs:
         assert f'href="/jobs/{job["job"]}"' in html
         if job["build_id"]:
-            assert f'<a href="/builds/{job["build_id"]}">{job["build_id"]}</a>' in html
+            short = job["build_id"].rsplit("-", 1)[1]  # the full id is the title: it no longer wraps the column
+            assert f'<a href="/builds/{job["build_id"]}" title="{job["build_id"]}">{short}</a>' in html
 
     for params in ({"status": "SUCCESS"}, {"environment": "staging"}, {"organization": "acme-europe"},
                    {"status": "SUCCESS", "environment": "production"}, {"status": "FAILURE"}):
@@ -106,15 +107,15 @@ def test_pages_rows_filters_links_and_404s(example_repo: Path, serve: Callable[.
     done = next(j for j in jobs if j["job"] == "2026-11-01-sales-dashboard-rollout")
     job_page = server.get(f"/jobs/{done['job']}").text
     assert "Sales dashboard rollout, Q4" in job_page
-    assert re.search(r'data-label="User">alice</td><td data-label="Result" class="u-deployed">DEPLOYED</td>',
-                     job_page)
+    assert re.search(r'data-label="User"><a href="\?user=alice#details">alice</a></td><td data-label="Result" '
+                     r'class="u-deployed">DEPLOYED</td>', job_page)
     assert "Alice&#39;s sales board" in job_page  # the YAML as committed, escaped
     assert f'href="/builds/{done["build_id"]}"' in job_page
 
     build_page = server.get(f"/builds/{done['build_id']}").text
     assert f"as build {done['build_id']}" in build_page and "<pre id=\"log\">" in build_page
     pending = server.get("/jobs/draft-retire-staging-dashboard").text
-    assert "SUSPENDED" in pending and "Not run yet; would deploy to: dave" in pending
+    assert "SUSPENDED" in pending and 'Not run yet; would deploy to: <a href="?user=dave#details">dave</a>' in pending
 
     for missing in ("/jobs/no-such-job", "/builds/no-such", "/builds/20260101T000000Z-no-such-job-abcdef"):
         answer = server.get(missing)
@@ -172,3 +173,93 @@ def test_invalid_job_files_keep_the_api_shape(make_repo: Callable[..., Path],
     for path in ("/", "/jobs/weird", "/jobs/odd", "/api/jobs/weird", "/api/jobs/odd"):
         assert server.get(path).status_code == 200, path
     assert server.get("/api/jobs/weird").json()["problems"]
+
+
+ABORTS_FOR_U2 = """\
+on_failure: abort
+blocks:
+  - definition: app
+    server: srv
+    users: [u1, u2]
+    content_tokens: {greeting: hi}
+    user_tokens:
+      u2: {content_tokens: {greeting: 'say "hi"'}}
+"""
+
+
+def test_page_paginates_sorts_searches_and_counts_what_it_filters(
+        make_repo: Callable[..., Path], serve: Callable[..., ServeProcess]) -> None:
+    jobs = {f"ok-{i}": JOB.format(users="[u1]") for i in range(5)}
+    repo = make_repo(jobs={**jobs, "broken": ABORTS_FOR_U2})
+    reconciled(repo)
+    server = serve(repo)
+    rows = status_json(repo)
+    assert server.get("/api/jobs").text.strip() and server.get("/api/jobs").json() == rows  # plain: unchanged
+
+    first = server.get("/").text
+    assert re.findall(r'<tr data-job="([^"]+)"', first)[0] == "broken"  # needing attention first
+    assert "6 job(s)" in first and "page 1 of 1" in first
+
+    failed = server.get("/", params={"status": "FAILURE"}).text
+    assert failed.count("<tr data-job=") == 1 and "1 of 6 job(s) match" in failed  # the count of what is shown
+
+    paged = server.get("/", params={"per_page": 2, "sort": "name"}).text
+    assert re.findall(r'<tr data-job="([^"]+)"', paged) == ["broken", "ok-0"] and "page 1 of 3" in paged
+    assert 'href="/?per_page=2&amp;sort=name&amp;page=2" rel="next"' in paged
+    third = server.get("/", params={"per_page": 2, "sort": "name", "page": 3}).text
+    assert re.findall(r'<tr data-job="([^"]+)"', third) == ["ok-3", "ok-4"] and 'rel="prev"' in third
+    assert 'rel="next"' not in third
+
+    found = server.get("/", params={"q": "OK-2"}).text
+    assert re.findall(r'<tr data-job="([^"]+)"', found) == ["ok-2"] and 'value="OK-2"' in found
+
+    api = server.get("/api/jobs", params={"page": 2, "per_page": 2, "sort": "name"})
+    assert api.status_code == 200 and api.headers["content-type"] == "application/json"
+    by_name = {row["job"]: row for row in rows}
+    assert api.json() == [by_name["ok-1"], by_name["ok-2"]]  # the same rows as status, one page of them
+    assert api.headers["x-total-count"] == "6" and api.headers["x-pages"] == "3"
+    assert 'page=3' in api.headers["link"] and 'rel="next"' in api.headers["link"]
+    assert server.get("/api/jobs", params={"status": "FAILURE"}).json() == [by_name["broken"]]
+    assert server.get("/api/jobs", params={"per_page": 0}).status_code == 422
+
+    # the page embeds (and REFRESH fetches) only the page's own jobs, not every job
+    assert '"ok-4"' not in paged.split('id="initial">')[1].split("</script>")[0]
+
+
+def test_job_and_retry_link_each_other_blocks_count_from_zero_and_failures_stand_out(
+        make_repo: Callable[..., Path], serve: Callable[..., ServeProcess]) -> None:
+    repo = make_repo(jobs={"broken": ABORTS_FOR_U2})
+    reconciled(repo)
+    write(repo, "jobs/other.yaml", JOB.format(users="[u3]"))
+    commit_all(repo, "another job")
+    retry = run_cli("retry", "broken", "--commit", "--repo", str(repo))
+    assert retry.returncode == 0, retry.stderr
+    server = serve(repo)
+    original = server.get("/jobs/broken").text
+    assert '<dt>Retried by</dt><dd><a href="/jobs/broken-retry-1">broken-retry-1</a>' in original
+    assert "<h3>Block 0:" in original and "<h3>Block 1:" not in original  # 0-based, like the ledger
+    again = server.get("/jobs/broken-retry-1").text
+    assert '<dt>Retry of</dt><dd><a href="/jobs/broken" rel="up">broken</a>' in again
+    assert "Retried by" not in server.get("/jobs/other").text
+    detail = server.get("/api/jobs/broken").json()
+    assert (detail["retried_by"], detail["retry_of"]) == (["broken-retry-1"], None)
+    assert server.get("/api/jobs/broken-retry-1").json()["retry_of"] == "broken"
+    text = run_cli("status", "broken", "--repo", str(repo)).stdout
+    assert "retried by:  broken-retry-1" in text
+    assert "retry of:    broken" in run_cli("status", "broken-retry-1", "--repo", str(repo)).stdout
+
+    user = server.get("/jobs/broken", params={"user": "u2"}).text  # per-user details
+    assert 'id="details"' in user and "<code>greeting</code>" in user and "&#34;say \\&#34;hi\\&#34;&#34;" in user
+    assert 'class="u-failed">FAILED</dd>' in user and re.search(r"sha256:[0-9a-f]{64}", user)
+    api_user = server.get("/api/jobs/broken", params={"user": "u2"}).json()["user_details"]
+    assert api_user[0]["tokens"]["greeting"] == 'say "hi"' and api_user[0]["status"] == "FAILED"
+    assert "not a recipient" in server.get("/jobs/broken", params={"user": "u3"}).text
+
+    build = detail["build_id"]
+    log = server.get(f"/builds/{build}").text
+    assert re.search(r'<span class="failed">[^<]*u2: FAILED, broken assets', log)
+    assert re.search(r'<span class="failed">[^<]*finished: FAILURE', log)
+    assert not re.search(r'<span class="[a-z]+">[^<]*claimed by', log)  # ordinary lines stay plain
+    for page in (original, server.get("/").text):  # one time format everywhere on the pages
+        assert not re.search(r">\d{4}-\d\d-\d\dT\d\d:\d\d", page)
+        assert re.search(r">\d{4}-\d\d-\d\d \d\d:\d\d UTC<", page)

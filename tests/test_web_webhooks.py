@@ -295,3 +295,27 @@ def test_push_to_the_remote_is_fetched_and_the_result_pushed_back(make_repo: Cal
     assert statuses(server) == {"from-remote": "SUCCESS"}
     pushed = json.loads(git(origin, "show", "main:status/from-remote.json"))
     assert pushed["status"] == "SUCCESS"
+
+
+def test_rejected_deliveries_are_logged_and_pass_finished_names_the_problems(
+        make_repo: Callable[..., Path], serve: Callable[..., ServeProcess]) -> None:
+    repo = make_repo(jobs={"first": JOB, "typo": JOB.replace("srv", "srvv")})
+    server = serve(repo)
+    assert github(server, "push", main_push(), signature="sha256=" + "0" * 64).status_code == 401
+    assert github(server, "push", main_push(), signature=None).status_code == 401
+    assert gitlab(server, {"object_kind": "push"}, token="wrong").status_code == 401
+    rejected = [e for e in server.events() if e["event"] == "webhook.rejected"]
+    assert [(e["source"], e["status"], e["reason"]) for e in rejected] == [
+        ("github", 401, "missing or bad X-Hub-Signature-256"), ("github", 401, "missing or bad X-Hub-Signature-256"),
+        ("gitlab", 401, "missing or bad X-Gitlab-Token")]
+    assert all(e["client"] == "127.0.0.1" for e in rejected)
+    ignored = github(server, "push", main_push(ref="refs/heads/other"))
+    assert ignored.status_code == 200
+    assert any(e["event"] == "webhook.ignored" and "not the deployment branch" in e["reason"]
+               for e in server.events())
+    assert github(server, "push", main_push(), delivery="problems-1").status_code == 202
+    wait_idle(server)
+    (finished,) = [e for e in server.events() if e["event"] == "pass.finished"]
+    assert finished["ran"] == {"first": "SUCCESS"}
+    assert any("server 'srvv' does not exist" in p and "[REF_SERVER]" in p for p in finished["problems"])
+    assert WEBHOOK_SECRET not in server.log.read_text("utf-8")

@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+from reconciler.core.listing import short_build_id, shown_time
 from reconciler.core.problems import Problem, printable
 
 JOB_COLUMNS = ("job", "build id", "environment", "organization", "module type", "module name", "action",
@@ -36,11 +37,57 @@ def job_cells(row: dict[str, Any]) -> list[str]:
 
 STATUS_STYLE = {"SUCCESS": "green", "FAILURE": "red", "WORKING": "yellow", "IN-PROGRESS": "yellow",
                 "INVALID": "red", "MODIFIED": "magenta", "PENDING": "cyan", "SCHEDULED": "blue",
-                "SUSPENDED": "dim", "DELETED": "dim", "WAITING": "cyan", "BLOCKED": "red", "FROZEN": "blue"}
+                "SUSPENDED": "dim", "DELETED": "dim", "BLOCKED": "red", "WAITING": "cyan", "FROZEN": "blue"}
+
+
+def _styled(status: str) -> str:
+    style = STATUS_STYLE.get(status, "")
+    return f"[{style}]{status}[/{style}]" if style else status
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def print_job_lines(rows: list[dict[str, Any]]) -> None:
+    """On a terminal: one line per job that fits its width (job, status, environment, last run, short build).
+    The job name gets what the fixed columns leave; long names and environments end in an ellipsis."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    cells = [(printable(r["job"]), r["status"], printable(_joined(r["blocks"], "environment")),
+              shown_time(r["last_run_at"]), short_build_id(r["build_id"])) for r in rows]
+    heads = ("JOB", "STATUS", "ENVIRONMENT", "LAST RUN", "BUILD")
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(heads)]
+    widths[2] = min(widths[2], 24)
+    fixed = widths[1] + widths[2] + widths[3] + widths[4] + 2 * 4
+    if console.width - fixed < 12:  # a narrow terminal: the environment goes first
+        widths[2] = 0
+        fixed = widths[1] + widths[3] + widths[4] + 2 * 3
+    widths[0] = max(3, min(widths[0], console.width - fixed))
+
+    def line(values: tuple[str, ...], style: str | None = None, status_style: str = "") -> Text:
+        out = Text(no_wrap=True, overflow="crop")
+        for i, value in enumerate(values):
+            if widths[i] == 0:
+                continue
+            if out:
+                out.append("  ")
+            cell = _fit(value, widths[i]).ljust(widths[i]) if i < 4 else _fit(value, widths[i])
+            out.append(cell, style=status_style if i == 1 and status_style else style)
+        return out
+
+    console.print(line(heads, style="bold"), crop=True)
+    for values in cells:
+        console.print(line(values, status_style=STATUS_STYLE.get(values[1], "")), crop=True)
+    console.print(Text(_fit(f"{len(rows)} job(s); `reconciler status JOB` for one job, `-o wide` for every "
+                            "column", console.width), style="dim"), crop=True)
 
 
 def print_job_table(rows: list[dict[str, Any]]) -> None:
-    """A table on a terminal; otherwise one tab-separated line per job, never truncated."""
+    """Every column: a table on a terminal (`-o wide`); otherwise one tab-separated line per job, never
+    truncated, full build ids."""
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.markup import escape
@@ -50,9 +97,8 @@ def print_job_table(rows: list[dict[str, Any]]) -> None:
         for column in JOB_COLUMNS:
             table.add_column(column.upper(), overflow="fold")
         for row in rows:
-            cells = job_cells(row)
-            style = STATUS_STYLE.get(row["status"], "")
-            cells[7] = f"[{style}]{cells[7]}[/{style}]" if style else cells[7]
+            cells = [escape(printable(c)) for c in job_cells(row)]
+            cells[7] = _styled(row["status"])
             if row.get("reason"):  # WAITING, BLOCKED, FROZEN: why, under the state
                 cells[7] += f"\n[dim]{escape(row['reason'])}[/dim]"
             table.add_row(*cells)
@@ -76,6 +122,10 @@ def print_job_detail(detail: dict[str, Any]) -> None:
         out.write(f"runs at:     {detail['runs_at']}\n")
     if detail.get("description"):
         out.write(f"description: {detail['description']}\n")
+    if detail.get("retry_of"):
+        out.write(f"retry of:    {detail['retry_of']}\n")
+    if detail.get("retried_by"):
+        out.write(f"retried by:  {', '.join(detail['retried_by'])}\n")
     record = detail.get("record")
     if record and record.get("error"):
         out.write(f"error:       {record['error']}\n")
@@ -95,3 +145,27 @@ def print_job_detail(detail: dict[str, Any]) -> None:
             out.write("  (no results yet)\n")
     for problem in detail.get("problems", []):
         out.write(f"problem: {problem['path']}:{problem['line']}: {problem['message']} [{problem['code']}]\n")
+
+
+def print_user_details(job: str, uid: str, status: str, build_id: str | None, details: list[Any]) -> None:
+    """`status JOB --user ID`: block by block, the user's tokens, rendered files and result."""
+    out = sys.stdout
+    out.write(f"job:      {job} ({status}{', build ' + build_id if build_id else ''})\n")
+    out.write(f"user:     {printable(uid)}\n")
+    for d in details:
+        result = f"{d.status}: {d.reason}" if d.status else "no result yet"
+        out.write(f"\nblock {d.block}: {d.action} {d.definition} on {d.server}\n")
+        out.write(f"  result: {printable(result)}\n")
+        out.write("  tokens:\n")
+        for name, value in d.tokens.items():
+            shown = f"{{secret: {value['secret']}}}" if isinstance(value, dict) else json.dumps(value,
+                                                                                              ensure_ascii=False)
+            out.write(f"    {name} = {printable(shown)}\n")
+        if not d.tokens:
+            out.write("    (none)\n")
+        note = " (a secret it uses was left empty: the deployed files differ)" if d.secrets_left_empty else ""
+        out.write(f"  files: content {d.content_digest}{note}\n")
+        for rel, digest in d.files.items():
+            out.write(f"    {printable(rel)}  {digest}\n")
+        for reason in d.broken:
+            out.write(f"  broken: {printable(reason)}\n")

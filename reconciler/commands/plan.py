@@ -6,7 +6,7 @@ import argparse
 import os
 
 from reconciler.commands._output import emit_json, print_problems
-from reconciler.commands._repo import branch_state
+from reconciler.commands._repo import branch_state, uncommitted_jobs, uncommitted_notice
 from reconciler.core.model import recipients
 from reconciler.core.rollout import describe
 from reconciler.core.timeutil import iso
@@ -18,15 +18,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     state = branch_state(args.repo)
+    pending = uncommitted_jobs(args.repo)
+    notice = uncommitted_notice(pending)
     if state is None:
         if args.format == "json":
-            emit_json({"valid": True, "to_run": [], "up_to_date": [], "problems": []})
+            emit_json({"valid": True, "to_run": [], "up_to_date": [], "problems": [],
+                       "uncommitted_jobs": [p for _, p in pending]})
         else:
             print("nothing committed yet: nothing to do")
+            if notice:
+                print(notice)
         return 0
     plan = state.plan(os.environ)  # secrets are judged as a pass here would (rule 10)
     if args.format == "json":
-        emit_json(plan.as_json())
+        emit_json({**plan.as_json(), "uncommitted_jobs": [p for _, p in pending]})
     else:
         print_problems(plan.problems)
         for name in plan.to_run:
@@ -51,4 +56,6 @@ def run(args: argparse.Namespace) -> int:
                 when = iso(runs_at) if runs_at else "not within reach (frozen)"
                 print(f"scheduled {name}: run_at {iso(later.run_at)} is in a freeze window; runs at {when}")
         print(f"{len(plan.to_run)} to run, {len(plan.up_to_date)} up to date")
+        if notice:
+            print(notice)
     return 1 if plan.problems else 0

@@ -1,4 +1,4 @@
-"""Run one reconcile pass: every due, valid job that has not run yet, exactly once (SPEC section 5)."""
+"""Run one reconcile pass: every due, valid job that has not run yet, exactly once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Any
 
 from reconciler.commands._output import print_problems
+from reconciler.commands._repo import uncommitted_jobs, uncommitted_notice
 from reconciler.core.settings import ExecutorConfig
 from reconciler.errors import UserError
 from reconciler.eventlog import json_line
@@ -71,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
                           executor=executor)
     if sys.stderr.isatty():
         result = _with_progress(options)
+        notice = uncommitted_notice(uncommitted_jobs(args.repo))  # a person at a terminal: say what is ignored
+        if notice:
+            print(notice, file=sys.stderr)
     else:
         options.events = json_line
         result = run_pass(options)
@@ -78,21 +82,93 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _with_progress(options: PassOptions) -> PassResult:
-    from rich.progress import Progress
+    """A bar per running job: users done of the job's users, and the time since it started."""
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-    with Progress(transient=True) as progress:
-        task = progress.add_task("reconciling", total=None)
+    totals = JobTotals(options)
+    tasks: dict[str, TaskID] = {}
+    lock = threading.Lock()  # builds run concurrently: events and user results arrive from several threads
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[users]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, transient=True) as progress:
+        overall = progress.add_task("reconciling", total=None, users="")
+
+        def task_of(job: str) -> TaskID:
+            with lock:
+                if job not in tasks:
+                    total = totals.of(job)
+                    tasks[job] = progress.add_task(job, total=total, users=_users_done(0, total))
+                return tasks[job]
 
         def on_user(job: str, user: str, status: str) -> None:
-            progress.update(task, advance=1, description=f"{job}: {user} {status}")
+            task = task_of(job)
+            with lock:
+                progress.update(task, advance=1)
+                done = next(t for t in progress.tasks if t.id == task)
+                progress.update(task, users=_users_done(int(done.completed), done.total))
 
         def on_event(event: str, data: dict[str, Any]) -> None:
-            if event == "job.started":
-                progress.update(task, description=f"{data['job']}: starting")
+            job = str(data.get("job", ""))
+            if event in ("job.claimed", "job.started", "job.recovering") and job:
+                task = task_of(job)
+                if isinstance(data.get("users"), int):  # a pass that says how many users the job has
+                    progress.update(task, total=data["users"])
+                progress.update(overall, description=f"reconciling: {job} {event.removeprefix('job.')}")
+            elif event in ("job.finished", "job.lost", "job.interrupted", "job.stopped"):
+                with lock:
+                    if job in tasks:
+                        progress.remove_task(tasks.pop(job))
 
         options.on_user = on_user
         options.events = on_event
         return run_pass(options)
+
+
+def _users_done(done: int, total: float | None) -> str:
+    return f"{done}/{int(total)} users" if total is not None else f"{done} users"
+
+
+class JobTotals:
+    """How many users a job deploys to, for its bar: read from the job file and its servers at the branch tip
+    (plain data, a couple of `git cat-file`s per job; a terminal only). Unknown: the bar counts without a total."""
+
+    def __init__(self, options: PassOptions) -> None:
+        self.options = options
+        self._server_users: dict[str, int | None] = {}
+
+    def of(self, job: str) -> int | None:
+        try:
+            return self._count(job)
+        except Exception:  # only a progress display: never a reason to fail a pass
+            return None
+
+    def _count(self, job: str) -> int | None:
+        from reconciler.core.resources import parse_resource
+        from reconciler.ledger import git
+        from reconciler.ledger.branch import deployment_branch
+
+        repo = git.open_repo(self.options.repo)
+        tip = f"refs/heads/{deployment_branch(repo, self.options.branch)}"
+        raw = git.read_path(repo, tip, f"jobs/{job}.yaml") or git.read_path(repo, tip, f"jobs/{job}.yml")
+        data = parse_resource("job", raw).data if raw is not None else None
+        if not isinstance(data, dict):
+            return None
+        total = 0
+        for block in data.get("blocks", []):
+            users = block.get("users")
+            if users == "all":
+                server = str(block.get("server"))
+                if server not in self._server_users:
+                    found = git.read_path(repo, tip, f"servers/{server}.yaml")
+                    parsed = parse_resource("server", found).data if found is not None else None
+                    self._server_users[server] = len(parsed["users"]) if isinstance(parsed, dict) else None
+                count = self._server_users[server]
+                if count is None:
+                    return None
+                total += count
+            elif isinstance(users, list):
+                total += len(users)
+        return total
 
 
 def report(result: PassResult) -> int:

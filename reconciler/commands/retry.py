@@ -18,6 +18,8 @@ MAX_NAME = 63
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", help="the executed job to retry")
     parser.add_argument("--commit", action="store_true", help="commit the new job file (else leave it to you)")
+    parser.add_argument("--push", action="store_true",
+                        help="commit the new job file and push the commit (to `remote:`, else the branch's upstream)")
 
 
 def retry_name(job: str, taken: set[str]) -> str:
@@ -103,9 +105,44 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"the retry job would be invalid: {check.findings[0].message}", EXIT_PROBLEMS)
     users = sum(len(b["users"]) if isinstance(b["users"], list) else 0 for b in doc["blocks"])
     print(f"wrote jobs/{name}.yaml: {len(doc['blocks'])} block(s), {users or 'all'} user(s) to retry")
-    if args.commit:
-        git.commit_paths(repo, [f"jobs/{name}.yaml"], f"Retry {args.job} as {name}")
-        print(f"committed jobs/{name}.yaml; the next reconcile pass runs it")
+    if args.commit or args.push:
+        commit_and_push(repo, state.settings.remote, path.name, args.job, name, push=args.push)
     else:
-        print(f"review it, then: git add jobs/{name}.yaml && git commit -m 'Retry {args.job}'")
+        print(f"review it, then: git add jobs/{name}.yaml && git commit -m 'Retry {args.job}' && git push")
     return 0
+
+
+def commit_and_push(repo: git.Repo, configured_remote: str | None, file_name: str, job: str, name: str, *,
+                    push: bool) -> None:
+    """Commit the retry job on the checked-out branch; push it when asked. Says what runs it, and only
+    what is true: a pass runs what is on the deployment branch of the remote (when there is one)."""
+    from reconciler.ledger.branch import deployment_branch
+
+    branch = git.head_branch(repo)
+    if branch is None:
+        raise UserError("HEAD is detached: check out a branch before `retry --commit`")
+    deploying = branch == deployment_branch(repo)
+    remote = configured_remote or git.upstream_remote(repo, branch)
+    commit = git.commit_paths(repo, [f"jobs/{file_name}"], f"Retry {job} as {name}")
+    print(f"committed jobs/{file_name} on {branch} ({commit[:12]})")
+    if push:
+        if remote is None:
+            raise UserError(f"committed, but {branch} has no remote to push to (no `remote:` in reconciler.yaml, "
+                            f"no upstream): set one with `git push -u REMOTE {branch}`", EXIT_PROBLEMS)
+        try:
+            pushed = git.push(repo, remote, commit, branch)
+        except git.RemoteUnreachable as exc:
+            raise UserError(f"committed, but not pushed: {exc}; push it with `git push {remote} {branch}`",
+                            EXIT_PROBLEMS) from None
+        if not pushed:
+            raise UserError(f"committed, but {remote}/{branch} has commits this clone does not have: "
+                            f"`git pull --rebase {remote} {branch} && git push {remote} {branch}`", EXIT_PROBLEMS)
+        print(f"pushed to {remote}/{branch}; " + (
+            "the next reconcile pass runs it" if deploying else "open a pull request to the deployment branch"))
+    elif not deploying:
+        print(f"{branch} is not the deployment branch: push it and open a pull request")
+    elif remote is not None:
+        print(f"push it for the next pass to run it: `git push {remote} {branch}` (or use `retry --push`); "
+              f"a pass refuses a clone with commits that are not on {remote}")
+    else:
+        print("the next reconcile pass runs it")

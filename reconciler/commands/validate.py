@@ -1,10 +1,11 @@
-"""Validate the deployment repo in the working tree (SPEC section 3); for editors and pre-commit."""
+"""Validate the deployment repo in the working tree (every file, cross-file rules); for editors and pre-commit."""
 
 from __future__ import annotations
 
 import argparse
 
 from reconciler.commands._output import emit_json, print_problems
+from reconciler.commands._root import require_deployment_repo
 from reconciler.ledger.load import load_worktree_state
 
 
@@ -14,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_deployment_repo(args.repo, args.given_repo)
     state = load_worktree_state(args.repo)
     plan = state.plan()
     problems = plan.problems

@@ -32,6 +32,7 @@ from reconciler.core.render import as_text, placeholders
 from reconciler.core.resources import SUFFIXES, Parsed, name_findings, parse_resource, stem_of
 from reconciler.core.rollout_checks import after_lines, check_block_rollout
 from reconciler.core.settings import Settings
+from reconciler.core.suggest import did_you_mean
 from reconciler.core.timeutil import parse_time
 
 KIND_OF_DIR = {"servers": "server", "definitions": "definition", "jobs": "job"}
@@ -328,9 +329,10 @@ def _check_job(jf: JobFile, parsed: Parsed, servers: dict[str, Server], definiti
                     out.add(path, doc.line_of((*at, kind)), f"{kind} {name!r} is invalid (see {broken[(kind, name)]})",
                             "REF_INVALID")
                 else:
+                    known = [*(servers if kind == "server" else definitions), *(n for k, n in broken if k == kind)]
                     out.add(path, doc.line_of((*at, kind)), f"{kind} {name!r} does not exist "
-                            f"({'servers' if kind == 'server' else 'definitions'}/{name}.yaml)",
-                            f"REF_{kind.upper()}")
+                            f"({'servers' if kind == 'server' else 'definitions'}/{name}.yaml)"
+                            + did_you_mean(str(name), known), f"REF_{kind.upper()}")
         _check_secret_names(block, at, path, doc, settings, out)
         if server is None or definition is None:
             continue
@@ -354,12 +356,13 @@ def _check_users(block: Block, server: Server, at: tuple[Any, ...], path: str, d
                 recipients.append(uid)
             else:
                 out.add(path, doc.line_of((*at, "users", i)), f"user {uid!r} does not exist on server "
-                        f"{server.name!r}", "REF_USER")
+                        f"{server.name!r}" + did_you_mean(str(uid), ids), "REF_USER")
     chosen = set(recipients)
     for uid in block.user_tokens:
         if uid not in chosen:
             out.add(path, doc.line_of((*at, "user_tokens", uid), key=True),
-                    f"user_tokens names {uid!r}, who is not a user of this block", "REF_USER")
+                    f"user_tokens names {uid!r}, who is not a user of this block" + did_you_mean(str(uid), chosen),
+                    "REF_USER")
     return recipients
 
 
@@ -389,8 +392,13 @@ def _check_token_values(block: Block, definition: Definition, at: tuple[Any, ...
             where = (*at, *prefix, f"{kind}_tokens", name)
             decl = definition.token(kind, name)
             if decl is None:
+                other = "parameter" if kind == "content" else "content"
+                hint = (f"; it is a {other} token: set it under {other}_tokens"
+                        if definition.token(other, name) is not None else did_you_mean(
+                            str(name), [d.name for d in (definition.content_tokens if kind == "content"
+                                                         else definition.parameter_tokens)]))
                 out.add(path, doc.line_of(where, key=True), f"{kind} token {name!r} is not declared by definition "
-                        f"{definition.name!r}", "TOKEN_UNDECLARED")
+                        f"{definition.name!r}" + hint, "TOKEN_UNDECLARED")
                 continue
             if isinstance(value, SecretRef):
                 continue

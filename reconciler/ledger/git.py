@@ -625,3 +625,27 @@ def fetch_commit(repo: Repo, url: str, commit: str) -> None:
         raise RemoteUnreachable(f"cannot fetch from {url}: {exc.stderr.strip()[:300]}") from None
     if not has_commit(repo, commit):
         raise RemoteUnreachable(f"commit {commit[:12]} is not on any branch of {url}")
+
+
+# -- the working tree, for notices (`plan`, `reconcile`) ---------------------------------------------
+
+def uncommitted(repo: Repo, folder: str) -> list[tuple[str, str]]:
+    """(state, path) of files under `folder` that differ from HEAD: new (untracked or only staged),
+    modified, deleted. Empty for a bare repository. One `git status`, using the index's stat cache."""
+    if repo.top is None:
+        return []
+    out = repo.git("-c", "core.quotePath=false", "status", "--porcelain=v1", "-z", "--untracked-files=all",
+                   "--no-renames", "--", folder, check=False)
+    found = []
+    for item in out.decode("utf-8", "surrogateescape").split("\0"):
+        if len(item) < 4:
+            continue
+        code, path = item[:2], item[3:]
+        state = "new" if "?" in code or "A" in code else "deleted" if "D" in code else "modified"
+        found.append((state, path))
+    return found
+
+
+def remotes(repo: Repo) -> list[str]:
+    """The names of the repository's remotes (`git remote`), e.g. ["origin"]."""
+    return [line for line in repo.git("remote", check=False).decode().splitlines() if line]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from pathlib import Path
 
 from reconciler import drivers
@@ -87,9 +87,10 @@ class LazyRecords(MutableMapping[str, LedgerRecord]):
     def __contains__(self, job: object) -> bool:
         return job in self._paths
 
-    def preload(self) -> None:
-        """Read every record not read yet with one batch read (for callers about to list them all)."""
-        wanted = {job: path for job, path in self._paths.items() if job not in self._loaded and path}
+    def preload(self, jobs: Iterable[str] | None = None) -> None:
+        """Read every record not read yet (or those of `jobs`) with one batch read, not one git call each."""
+        chosen = self._paths if jobs is None else {j: self._paths[j] for j in jobs if j in self._paths}
+        wanted = {job: path for job, path in chosen.items() if job not in self._loaded and path}
         raw = self._files.read_many(list(wanted.values())) if wanted else {}
         for job, path in wanted.items():
             with contextlib.suppress(RecordError):  # left for __getitem__ to report

@@ -21,6 +21,8 @@ from reconciler.core.model import Job, recipients
 from reconciler.core.plan import Plan, plan
 from reconciler.core.prepare import ContentCache, prepare_user, uses_content_secrets
 from reconciler.core.problems import Problem, sort_problems
+from reconciler.core.resources import SUFFIXES, parse_resource, stem_of
+from reconciler.core.review import ServerReview, first_change, server_review, settings_changes
 from reconciler.core.secrets import SECRET_CODES, SecretEnv
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.timeutil import iso
@@ -36,6 +38,7 @@ class UserPreview:
     outcome: str  # what the first pass would do: deploy, plan, destroy, SKIPPED, FORCED, FAILED, NOT_RUN
     broken: list[str] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)  # environment variables read at run time
+    tokens: dict[str, Any] = field(default_factory=dict)  # every token's resolved value; secrets as {secret: NAME}
 
 
 @dataclass
@@ -78,6 +81,17 @@ class JobPreview:
 
 
 @dataclass
+class NeedsReview:
+    """What a reviewer should look at even when every check passes."""
+
+    servers: list[ServerReview] = field(default_factory=list)
+    settings: list[str] = field(default_factory=list)  # reviewed settings changed by a settings-only PR
+
+    def __bool__(self) -> bool:
+        return bool(self.servers or self.settings)
+
+
+@dataclass
 class CheckResult:
     base_ref: str
     head_ref: str
@@ -89,10 +103,16 @@ class CheckResult:
     jobs: list[JobPreview]
     notes: list[str] = field(default_factory=list)
     changed_files: list[str] = field(default_factory=list)
+    needs_review: NeedsReview = field(default_factory=NeedsReview)
 
     @property
     def valid(self) -> bool:
         return not self.problems
+
+    @property
+    def ready(self) -> bool:
+        """May the check say "ready to merge"? Never about a settings change (SETTINGS_CHANGE)."""
+        return self.valid and not self.needs_review.settings
 
     def as_json(self) -> dict[str, Any]:
         def job_json(j: JobPreview) -> dict[str, Any]:
@@ -103,7 +123,8 @@ class CheckResult:
         return {"valid": self.valid, "problems": [p.as_json() for p in self.problems], "to_run": self.to_run,
                 "base": self.base, "head": self.head, "merge_base": self.merge_base,
                 "base_ref": self.base_ref, "head_ref": self.head_ref, "notes": self.notes,
-                "changed_files": self.changed_files, "jobs": [job_json(j) for j in self.jobs]}
+                "changed_files": self.changed_files, "jobs": [job_json(j) for j in self.jobs],
+                "needs_review": dataclasses.asdict(self.needs_review), "ready": self.ready}
 
 
 def _resolve(repo: git.Repo, ref: str, what: str) -> str:
@@ -130,12 +151,14 @@ def run_check(repo: git.Repo, base_ref: str, head_ref: str, now: datetime) -> Ch
     problems = [*head_state.settings_problems, *_ledger_edits(repo, fork, head, ledger_dir, changed)]
     notes = []
     head_settings = committed_settings(repo, head)[0]
+    review = NeedsReview(servers=_server_reviews(repo, fork, head, changed))
     if SETTINGS_FILE in changed:
         if head_settings.ledger_dir != ledger_dir:
             problems.append(Problem(
                 SETTINGS_FILE, 1, f"the pull request moves the ledger from {ledger_dir!r} to "
                 f"{head_settings.ledger_dir!r}: every executed job would run again; the ledger "
                 "directory cannot be changed by a pull request", "LEDGER_EDIT"))
+        problems += _settings_change(repo, fork, head, changed, ledger_dir, review)
         notes.append(f"{SETTINGS_FILE} changes: this check used the base's settings; the new ones take "
                      "effect after the merge")
     # secrets are set on the reconciler, not here (an empty environment): shown for reviewers, never failing
@@ -143,11 +166,81 @@ def run_check(repo: git.Repo, base_ref: str, head_ref: str, now: datetime) -> Ch
     notes += [p.message for p in result_plan.problems if p.code in SECRET_CODES]
     result_plan = dataclasses.replace(result_plan, to_run=result_plan.due,
                                       problems=[p for p in result_plan.problems if p.code not in SECRET_CODES])
-    problems.extend(result_plan.problems)
+    problems.extend(_modified_at_changed_line(repo, result_plan.problems, head_state, base_state))
     problems = sort_problems(problems)
     jobs = _previews(head_state, base_state, result_plan, changed, problems, repo.root)
     return CheckResult(base_ref, head_ref, base, head, fork, problems, result_plan.to_run, jobs, notes,
-                       [p for p in changed if not p.startswith(ledger_dir + "/")])
+                       [p for p in changed if not p.startswith(ledger_dir + "/")], review)
+
+
+def _data_at(repo: git.Repo, rev: str, path: str, kind: str) -> Any:
+    raw = git.read_path(repo, rev, path)
+    return parse_resource(kind, raw).data if raw is not None else None
+
+
+def _server_reviews(repo: git.Repo, fork: str, head: str, changed: list[str]) -> list[ServerReview]:
+    """New, changed and removed servers: where merged jobs could send content and secrets."""
+    found = []
+    for path in changed:
+        top, _, rest = path.partition("/")
+        if top != "servers" or "/" in rest or not rest.endswith(SUFFIXES):
+            continue
+        note = server_review(path, _data_at(repo, fork, path, "server"), _data_at(repo, head, path, "server"))
+        if note is not None:
+            found.append(note)
+    return found
+
+
+def _settings_change(repo: git.Repo, fork: str, head: str, changed: list[str], ledger_dir: str,
+                     review: NeedsReview) -> list[Problem]:
+    """SETTINGS_CHANGE: a pull request that changes how every later job runs must do only that."""
+    before, _ = committed_settings(repo, fork)
+    after, _ = committed_settings(repo, head)
+    raw_before = _data_at(repo, fork, SETTINGS_FILE, "settings")
+    raw_after = git.read_path(repo, head, SETTINGS_FILE)
+    parsed = parse_resource("settings", raw_after) if raw_after is not None else None
+    data_after = parsed.data if parsed is not None else None
+    changes = settings_changes(before, after, raw_before.get("freeze") if isinstance(raw_before, dict) else None,
+                               data_after.get("freeze") if isinstance(data_after, dict) else None)
+    if not changes:
+        return []
+    others = [p for p in changed if p != SETTINGS_FILE and not p.startswith(ledger_dir + "/")]
+    if not others:
+        review.settings = changes  # a settings-only pull request: valid, but never "ready to merge"
+        return []
+    line = 1
+    if parsed is not None and parsed.doc is not None and isinstance(data_after, dict) and changes[0] in data_after:
+        line = parsed.doc.line_of((changes[0],), key=True)
+    return [Problem(SETTINGS_FILE, line, f"the pull request changes {', '.join(changes)} in {SETTINGS_FILE} "
+                    f"together with {len(others)} other file(s); these settings change how every later job "
+                    "runs: change them in a pull request of their own", "SETTINGS_CHANGE")]
+
+
+def _modified_at_changed_line(repo: git.Repo, problems: list[Problem], head: Snapshot,
+                              base: Snapshot) -> list[Problem]:
+    """MODIFIED problems point at the first line whose meaning differs from the claimed job file."""
+    out = []
+    for problem in problems:
+        if problem.code != "MODIFIED":
+            out.append(problem)
+            continue
+        name = stem_of(problem.path.removeprefix("jobs/"))
+        jf = head.desired.job_files.get(name)
+        record = base.ledger.records.get(name) if name in base.ledger.records else None
+        line = problem.line
+        if jf is not None and record is not None:
+            try:
+                raw = git.read_blobs(repo, [record.job_blob, jf.blob])
+            except git.GitError:
+                raw = {}
+            if raw:
+                old = parse_resource("job", raw[record.job_blob]).data
+                new = parse_resource("job", raw[jf.blob])
+                where = first_change(old, new.data) if old is not None and new.data is not None else None
+                if where is not None and new.doc is not None:
+                    line = new.doc.line_of(where)
+        out.append(dataclasses.replace(problem, line=line))
+    return out
 
 
 def _ledger_edits(repo: git.Repo, fork: str, head: str, ledger_dir: str, changed: list[str]) -> list[Problem]:
@@ -227,7 +320,8 @@ def _render(content: ContentCache, state: Snapshot, job: Job) -> list[BlockPrevi
                 outcome = verdict.settled[p.user][0]
             else:
                 outcome = "FORCED" if p.broken else _clean_outcome(block.action)
-            users.append(UserPreview(p.user, outcome, broken, sorted(set(p.missing_secrets))))
+            users.append(UserPreview(p.user, outcome, broken, sorted(set(p.missing_secrets)),
+                                     dict(sorted(p.public_tokens.items()))))
         aborted = aborted or verdict.aborted
         blocks.append(BlockPreview(block.index, definition.name, definition.module_type, server.name,
                                    server.environment, server.organization, block.action, server.driver_type,

@@ -7,10 +7,43 @@ validated, but messages may quote the author's YAML.
 from __future__ import annotations
 
 import html
+import json
+from typing import Any
 
+from reconciler.core.review import ServerReview
 from reconciler.triggers.check import BlockPreview, CheckResult, JobPreview, UserPreview
 
 COMMENT_MARKER = "<!-- reconciler-check -->"  # lets a workflow find and update its own comment
+SHOWN_USERS = 50  # per block, in text and markdown (every user is in --format json)
+
+
+def token_text(value: Any) -> str:
+    """A resolved token value: a secret by name (never read, never shown), else as JSON."""
+    if isinstance(value, dict) and set(value) == {"secret"}:
+        return f"{{secret: {value['secret']}}}"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _tokens_line(user: UserPreview) -> str:
+    return ", ".join(f"{name}={token_text(value)}" for name, value in user.tokens.items()) or "no tokens"
+
+
+def _server_text(note: ServerReview) -> str:
+    facts = [f"driver {note.driver or '?'}"]
+    if note.host:
+        facts.append(f"host {note.host}")
+    facts.append(f"secrets {', '.join(note.secrets)}" if note.secrets else "no secrets")
+    was = "; was " + ", ".join(f"{k} {', '.join(v) if isinstance(v, list) else v}" for k, v in note.was.items()) \
+        if note.was else ""
+    return f"{note.path} ({note.change}): {', '.join(facts)}{was}"
+
+
+def _verdict_text(result: CheckResult) -> str:
+    if result.problems:
+        return f"{len(result.problems)} problem(s): the check fails"
+    if result.needs_review.settings:
+        return f"needs review: changes {', '.join(result.needs_review.settings)} in reconciler.yaml"
+    return "ok"
 
 
 def _users(block: BlockPreview) -> str:
@@ -55,9 +88,19 @@ def text(result: CheckResult) -> str:
             for user in block.users:
                 for note in _user_notes(user):
                     out.append(f"    {user.user}: {note}" + (f" -> {user.outcome}" if user.broken else ""))
+            for user in block.users[:SHOWN_USERS]:
+                out.append(f"    {user.user} tokens: {_tokens_line(user)}")
+            if len(block.users) > SHOWN_USERS:
+                out.append(f"    ... and {len(block.users) - SHOWN_USERS} more user(s) (see --format json)")
     out += [p.as_text() for p in result.problems]
+    review = result.needs_review
+    if review:
+        out.append("needs review:")
+        out += [f"  server {_server_text(note)}" for note in review.servers]
+        if review.settings:
+            out.append(f"  reconciler.yaml changes {', '.join(review.settings)}: how every later job runs")
     jobs, users, broken = _totals(result)
-    verdict = f"{len(result.problems)} problem(s): the check fails" if result.problems else "ok"
+    verdict = _verdict_text(result)
     out.append(f"merging would run {jobs} job(s) for {users} user(s) ({broken} with broken assets); "
                f"{verdict}")
     return "\n".join(out) + "\n"
@@ -72,7 +115,9 @@ def _md(value: object) -> str:
 
 def markdown(result: CheckResult) -> str:
     jobs, users, broken = _totals(result)
-    head = "✅ ready to merge" if result.valid else f"❌ {len(result.problems)} problem(s)"
+    head = (f"❌ {len(result.problems)} problem(s)" if result.problems else
+            f"⚠️ needs review: changes {', '.join(result.needs_review.settings)}" if result.needs_review.settings
+            else "✅ ready to merge")
     out = [COMMENT_MARKER, f"### reconciler check: {head}", ""]
     out.append(f"Base `{result.base[:12]}` ← head `{result.head[:12]}` "
                f"(merge base `{result.merge_base[:12]}`). "
@@ -100,6 +145,8 @@ def markdown(result: CheckResult) -> str:
         out += [f"| `{_md(p.path)}` | {p.line if p.line is not None else ''} | {p.code} | {_md(p.message)} |"
                 for p in result.problems]
         out.append("")
+    if result.needs_review:
+        out += _md_review(result)
     for note in result.notes:
         out += [f"> {_md(note)}", ""]
     for job in result.jobs:
@@ -128,7 +175,41 @@ def _md_details(job: JobPreview) -> list[str]:
             notes = "<br>".join(_md(n) for n in _user_notes(user))
             out.append(f"| `{_md(user.user)}` | {user.outcome} | {notes} |")
         out.append("")
+        out += _md_tokens(block)
     out += ["</details>", ""]
+    return out
+
+
+def _md_tokens(block: BlockPreview) -> list[str]:
+    """Each user's resolved token values (secrets by name), one column per token."""
+    names = list(dict.fromkeys(name for user in block.users for name in user.tokens))
+    if not names:
+        return []
+    out = [f"Resolved tokens, block {block.index}:", "",
+           "| User | " + " | ".join(f"`{_md(n)}`" for n in names) + " |",
+           "| --- |" + " --- |" * len(names)]
+    for user in block.users[:SHOWN_USERS]:
+        cells = [_md(token_text(user.tokens[n])) if n in user.tokens else "–" for n in names]
+        out.append(f"| `{_md(user.user)}` | " + " | ".join(cells) + " |")
+    if len(block.users) > SHOWN_USERS:
+        out.append(f"| … {len(block.users) - SHOWN_USERS} more (see `--format json`) |" + " |" * len(names))
+    return [*out, ""]
+
+
+def _md_review(result: CheckResult) -> list[str]:
+    review = result.needs_review
+    out = ["#### Needs review", ""]
+    if review.servers:
+        out += ["Servers this pull request adds or changes: merged jobs may send content and secrets there.", "",
+                "| Server | Change | Driver | Host | Secrets | Was |", "| --- | --- | --- | --- | --- | --- |"]
+        for note in review.servers:
+            was = "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in note.was.items())
+            out.append(f"| `{_md(note.path)}` | {note.change} | {_md(note.driver or '?')} | {_md(note.host or '–')} "
+                       f"| {_md(', '.join(note.secrets) or '–')} | {_md(was or '–')} |")
+        out.append("")
+    if review.settings:
+        out += [f"`reconciler.yaml` changes **{_md(', '.join(review.settings))}**: how every later job runs. "
+                "This check does not approve such a change on its own: a person decides.", ""]
     return out
 
 
@@ -154,8 +235,12 @@ def github(result: CheckResult) -> str:
                     out.append(f"::warning file={_gh_prop(job.path)},title=broken assets::"
                                + _gh_data(f"job {job.job} block {block.index}, user {user.user} would be "
                                           f"{user.outcome}: " + "; ".join(user.broken)))
+    for note in result.needs_review.servers:
+        out.append(f"::warning file={_gh_prop(note.path)},title=needs review::" + _gh_data(_server_text(note)))
     jobs, users, broken = _totals(result)
-    verdict = f"{len(result.problems)} problem(s) must be fixed" if result.problems else "ready to merge"
+    verdict = (f"{len(result.problems)} problem(s) must be fixed" if result.problems else
+               f"needs review: changes {', '.join(result.needs_review.settings)}" if result.needs_review.settings
+               else "ready to merge")
     summary = f"merging would run {jobs} job(s) for {users} user(s), {broken} with broken assets; {verdict}"
     out.append(f"::notice title=reconciler check::{_gh_data(summary)}")
     return "\n".join(out) + "\n"

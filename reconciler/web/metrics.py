@@ -73,10 +73,12 @@ class Metrics:
             for outcome in WEBHOOK_OUTCOMES:
                 self.webhooks.labels(source, outcome)
 
-    def render(self, rows: list[dict[str, Any]]) -> bytes:
+    def render(self, states: dict[str, str] | list[dict[str, Any]]) -> bytes:
+        """`states`: job -> listing state (or the job list's rows, each with its `status`)."""
         counts = dict.fromkeys(LISTING_STATES, 0)
-        for row in rows:
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        values = states.values() if isinstance(states, dict) else (row["status"] for row in states)
+        for status in values:
+            counts[status] = counts.get(status, 0) + 1
         for status, count in counts.items():
             self.jobs.labels(status).set(count)
         return generate_latest(self.registry)

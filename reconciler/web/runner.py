@@ -105,17 +105,19 @@ class PassRunner:
         started = time.monotonic()
         self._events("pass.started", {})
         detail = ""
+        summary: dict[str, object] = {}
         try:
             if not self._wait_for_lock():
                 outcome, detail = "interrupted", "stopped while another pass held the repo lock"
             else:
-                outcome = PassSummary.of(run_pass(self._make_options(self.stop))).outcome
+                found = PassSummary.of(run_pass(self._make_options(self.stop)))
+                outcome, summary = found.outcome, found.event()  # what ran, and every problem's message
         except UserError as exc:
             outcome, detail = "error", str(exc)
         except Exception as exc:  # a bug must not kill the worker: report it and keep serving
             outcome, detail = "error", f"internal error: {type(exc).__name__}: {exc}"
         report = PassReport(outcome, time.monotonic() - started, iso(utcnow()) or "", detail)
-        self._events("pass.finished", {"outcome": outcome, "seconds": round(report.seconds, 3),
+        self._events("pass.finished", {**summary, "outcome": outcome, "seconds": round(report.seconds, 3),
                                        **({"error": detail} if detail else {})})
         return report
 

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from reconciler.eventlog import emit
 from reconciler.web.app import ServeContext, context
 
 router = APIRouter(tags=["webhooks"])
@@ -43,11 +44,16 @@ class Refused(Exception):
 
 def answer(ctx: ServeContext, source: str, status: int, result: str, reason: str) -> JSONResponse:
     ctx.metrics.webhooks.labels(source, result if result in ("triggered", "duplicate") else "ignored").inc()
+    if result != "triggered":  # a triggered delivery is logged as pass.triggered
+        emit("webhook.ignored", {"source": source, "result": result, "reason": reason})
     return JSONResponse({"result": result, "reason": reason}, status_code=status)
 
 
-def refused(ctx: ServeContext, source: str, exc: Refused) -> JSONResponse:
+def refused(ctx: ServeContext, source: str, exc: Refused, request: Request) -> JSONResponse:
+    """A delivery refused (401, 413, 400): counted and logged with the reason (never a secret or signature)."""
     ctx.metrics.webhooks.labels(source, exc.outcome).inc()
+    client = request.client.host if request.client else None
+    emit("webhook.rejected", {"source": source, "status": exc.status, "reason": exc.reason, "client": client})
     return JSONResponse({"detail": exc.reason}, status_code=exc.status)
 
 
@@ -154,7 +160,7 @@ async def github(request: Request) -> JSONResponse:
             raise Refused(400, "bad_request", "missing X-GitHub-Event")
         payload = payload_of(body, request.headers.get("content-type", "application/json"))
     except Refused as exc:
-        return refused(ctx, "github", exc)
+        return refused(ctx, "github", exc, request)
     delivery = request.headers.get("x-github-delivery")
     if delivery and ctx.deliveries.seen(f"github:{delivery}"):
         return answer(ctx, "github", 200, "duplicate", f"delivery {delivery} was already handled")
@@ -180,7 +186,7 @@ async def gitlab(request: Request) -> JSONResponse:
             raise Refused(401, "unauthorized", "missing or bad X-Gitlab-Token")
         payload = payload_of(body)
     except Refused as exc:
-        return refused(ctx, "gitlab", exc)
+        return refused(ctx, "gitlab", exc, request)
     # Idempotency-Key is the same on a retry (GitLab 17.4+); older versions send the event's UUID
     delivery = request.headers.get("idempotency-key") or request.headers.get("x-gitlab-event-uuid")
     if delivery and ctx.deliveries.seen(f"gitlab:{delivery}"):
