@@ -208,7 +208,7 @@ def test_unknown_base_is_a_usage_error(make_repo: Callable[..., Path]) -> None:
 
 def test_modified_points_at_the_changed_line_and_servers_need_review(make_repo: Callable[..., Path]) -> None:
     repo = pull_request(make_repo)
-    data = json.loads(run_cli("check", "--repo", str(repo), "--base", "main", "--format", "json").stdout)
+    data = json.loads(run_main("check", "--repo", str(repo), "--base", "main", "--format", "json").stdout)
     (modified,) = [p for p in data["problems"] if p["code"] == "MODIFIED"]
     assert modified["line"] == 6  # `content_tokens: {greeting: hello again}`, not line 1
     (server,) = data["needs_review"]["servers"]
@@ -217,11 +217,11 @@ def test_modified_points_at_the_changed_line_and_servers_need_review(make_repo: 
     users = {u["user"]: u for b in next(j for j in data["jobs"] if j["job"] == "new")["blocks"] for u in b["users"]}
     assert users["u1"]["tokens"] == {"greeting": "hi", "level": 2}
     assert users["u3"]["tokens"] == {"greeting": {"secret": "DEPLOY_SECRET_GREETING"}, "level": 1}
-    text = run_cli("check", "--repo", str(repo), "--base", "main").stdout
+    text = run_main("check", "--repo", str(repo), "--base", "main").stdout
     assert "needs review:\n  server servers/api.yaml (added): driver http, host deploy.example.com, secrets " \
            "DEPLOY_SECRET_API_TOKEN" in text
     assert '    u3 tokens: greeting={secret: DEPLOY_SECRET_GREETING}, level=1' in text
-    github = run_cli("check", "--repo", str(repo), "--base", "main", "--format", "github").stdout
+    github = run_main("check", "--repo", str(repo), "--base", "main", "--format", "github").stdout
     assert "::warning file=servers/api.yaml,title=needs review::" in github
 
 
@@ -233,7 +233,7 @@ def test_a_changed_server_shows_what_it_was(make_repo: Callable[..., Path]) -> N
     write(repo, "servers/api.yaml", API_SERVER.replace("deploy.example.com", "elsewhere.example.net")
           .replace("DEPLOY_SECRET_API_TOKEN", "DEPLOY_SECRET_OTHER"))
     commit_all(repo, "move the api")
-    data = json.loads(run_cli("check", "--repo", str(repo), "--base", "main", "--format", "json").stdout)
+    data = json.loads(run_main("check", "--repo", str(repo), "--base", "main", "--format", "json").stdout)
     (server,) = data["needs_review"]["servers"]
     assert server["change"] == "changed" and server["host"] == "elsewhere.example.net"
     assert server["was"] == {"host": "deploy.example.com", "secrets": ["DEPLOY_SECRET_API_TOKEN"]}
@@ -250,19 +250,19 @@ def test_settings_change_is_called_out_and_never_ready_to_merge(make_repo: Calla
     git(repo, "checkout", "-q", "-b", "widen")
     write(repo, "reconciler.yaml", SETTINGS.replace("[DEPLOY_SECRET_]", "[DEPLOY_SECRET_, AWS_]"))
     commit_all(repo, "widen the secret prefixes")
-    alone = run_cli("check", "--repo", str(repo), "--base", "main", "--format", "json")
+    alone = run_main("check", "--repo", str(repo), "--base", "main", "--format", "json")
     data = json.loads(alone.stdout)
     assert alone.returncode == 0 and data["valid"] is True  # nothing else changes: no problem...
     assert data["ready"] is False and data["needs_review"]["settings"] == ["secret_prefixes"]  # ...but a person decides
-    markdown = run_cli("check", "--repo", str(repo), "--base", "main", "--format", "markdown").stdout
+    markdown = run_main("check", "--repo", str(repo), "--base", "main", "--format", "markdown").stdout
     assert "ready to merge" not in markdown and "needs review: changes secret_prefixes" in markdown
-    assert "ready to merge" not in run_cli("check", "--repo", str(repo), "--base", "main", "--format",
+    assert "ready to merge" not in run_main("check", "--repo", str(repo), "--base", "main", "--format",
                                            "github").stdout
-    assert "needs review: changes secret_prefixes" in run_cli("check", "--repo", str(repo), "--base", "main").stdout
+    assert "needs review: changes secret_prefixes" in run_main("check", "--repo", str(repo), "--base", "main").stdout
 
     write(repo, "jobs/sneaky.yaml", DONE)  # the same pull request also adds a job
     commit_all(repo, "and a job")
-    mixed = run_cli("check", "--repo", str(repo), "--base", "main", "--format", "json")
+    mixed = run_main("check", "--repo", str(repo), "--base", "main", "--format", "json")
     problems = json.loads(mixed.stdout)["problems"]
     assert mixed.returncode == 1
     assert [(p["path"], p["line"], p["code"]) for p in problems] == [("reconciler.yaml", 2, "SETTINGS_CHANGE")]
@@ -275,6 +275,6 @@ def test_settings_change_is_called_out_and_never_ready_to_merge(make_repo: Calla
                                                                                                    value))
         write(repo, "jobs/other.yaml", DONE)
         commit_all(repo, f"change {key}")
-        codes = [p["code"] for p in json.loads(run_cli("check", "--repo", str(repo), "--base", "main", "--format",
+        codes = [p["code"] for p in json.loads(run_main("check", "--repo", str(repo), "--base", "main", "--format",
                                                       "json").stdout)["problems"]]
         assert "SETTINGS_CHANGE" in codes, key

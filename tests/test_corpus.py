@@ -132,12 +132,9 @@ def reconcile(repo: Path, run: Run = run_main) -> tuple[Any, float, float]:
 
 
 def assert_fast(case_id: str, wall: float, cpu: float) -> None:
-    """Under 2 s. CPU time is exact; wall time gets the start-up of a bare CLI process measured under the
-    same load, because helpers and CI jobs share the machine (an idle pass takes about 0.3 s)."""
-    assert cpu < PASS_SECONDS, f"{case_id}: the pass used {cpu:.2f} s of CPU"
-    if wall >= PASS_SECONDS:
-        _, startup, _ = _timed(run_cli, "--help")
-        assert wall - startup < PASS_SECONDS, f"{case_id}: the pass took {wall:.2f} s (start-up {startup:.2f} s)"
+    """Under 2 s of CPU (the pass and its git children). Wall time is only reported: on a machine shared with
+    other jobs it measures the neighbours (timing targets live in benchmarks/, not in tests)."""
+    assert cpu < PASS_SECONDS, f"{case_id}: the pass used {cpu:.2f} s of CPU (wall {wall:.2f} s)"
 
 
 def problems_of(stderr: str) -> list[tuple[str, int | None, str]]:

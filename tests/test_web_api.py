@@ -189,7 +189,7 @@ blocks:
 
 def test_page_paginates_sorts_searches_and_counts_what_it_filters(
         make_repo: Callable[..., Path], serve: Callable[..., ServeProcess]) -> None:
-    jobs = {f"ok-{i}": JOB.format(users="[u1]") for i in range(5)}
+    jobs = {f"ok-{i}": flow_job("[u1]") for i in range(5)}
     repo = make_repo(jobs={**jobs, "broken": ABORTS_FOR_U2})
     reconciled(repo)
     server = serve(repo)
@@ -230,9 +230,9 @@ def test_job_and_retry_link_each_other_blocks_count_from_zero_and_failures_stand
         make_repo: Callable[..., Path], serve: Callable[..., ServeProcess]) -> None:
     repo = make_repo(jobs={"broken": ABORTS_FOR_U2})
     reconciled(repo)
-    write(repo, "jobs/other.yaml", JOB.format(users="[u3]"))
+    write(repo, "jobs/other.yaml", flow_job("[u3]"))
     commit_all(repo, "another job")
-    retry = run_cli("retry", "broken", "--commit", "--repo", str(repo))
+    retry = run_main("retry", "broken", "--commit", "--repo", str(repo))
     assert retry.returncode == 0, retry.stderr
     server = serve(repo)
     original = server.get("/jobs/broken").text
@@ -244,9 +244,9 @@ def test_job_and_retry_link_each_other_blocks_count_from_zero_and_failures_stand
     detail = server.get("/api/jobs/broken").json()
     assert (detail["retried_by"], detail["retry_of"]) == (["broken-retry-1"], None)
     assert server.get("/api/jobs/broken-retry-1").json()["retry_of"] == "broken"
-    text = run_cli("status", "broken", "--repo", str(repo)).stdout
+    text = run_main("status", "broken", "--repo", str(repo)).stdout
     assert "retried by:  broken-retry-1" in text
-    assert "retry of:    broken" in run_cli("status", "broken-retry-1", "--repo", str(repo)).stdout
+    assert "retry of:    broken" in run_main("status", "broken-retry-1", "--repo", str(repo)).stdout
 
     user = server.get("/jobs/broken", params={"user": "u2"}).text  # per-user details
     assert 'id="details"' in user and "<code>greeting</code>" in user and "&#34;say \\&#34;hi\\&#34;&#34;" in user
