@@ -175,13 +175,15 @@ class Harness:
             live = {pid: runner for runner, pid in self.live()}
             if live:
                 for proc in process_tree(live):
-                    if aim == "push" and proc.pgid in live and is_git_push(proc):
-                        return live[proc.pgid], proc.pgid, " ".join(proc.argv[:8])[:200], ()
+                    # the pass's git children may run in sessions of their own: find them by parent too
+                    owner = proc.pgid if proc.pgid in live else proc.ppid if proc.ppid in live else None
+                    if aim == "push" and owner is not None and is_git_push(proc):
+                        return live[owner], owner, " ".join(proc.argv[:8])[:200], ()
                     if aim == "driver" and proc.ppid in live and is_effect_command(proc, self.world):
                         also = (proc.pgid,) if self.rng.random() < 0.5 else ()
                         return live[proc.ppid], proc.ppid, "effect command running", also
-                    if aim == "git" and proc.pgid in live and is_git(proc) and not is_git_push(proc):
-                        return live[proc.pgid], proc.pgid, " ".join(proc.argv[:8])[:200], ()
+                    if aim == "git" and owner is not None and is_git(proc) and not is_git_push(proc):
+                        return live[owner], owner, " ".join(proc.argv[:8])[:200], ()
             time.sleep(0.01)
         return None
 

@@ -19,7 +19,8 @@ from reconciler.core.listing import Query, job_rows
 from reconciler.ledger import git as gitmod
 from reconciler.ledger.listing_cache import FILE_NAME, load_listing
 from reconciler.ledger.load import load_commit_state
-from tests.conftest import GIT_ENV, commit_all, git, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import GIT_ENV, commit_all, git, write
 
 OK_JOB = "blocks:\n  - {definition: app, server: srv, users: all, content_tokens: {greeting: hi}}\n"
 BROKEN_FOR_U2 = """\

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.cli import main
-from tests.conftest import GIT_ENV, commit_all, git, run_cli, write
+from tests.support.cli import run_cli
+from tests.support.repos import GIT_ENV, commit_all, git, write
 from tests.test_listing import run_on_terminal
 
 OK_JOB = "blocks:\n  - {definition: app, server: srv, users: all, content_tokens: {greeting: hi}}\n"
@@ -321,7 +322,7 @@ def test_watch_prints_readable_lines_on_a_terminal_and_json_otherwise(make_repo:
 def test_the_workflow_examples_install_a_pinned_reconciler_not_an_unpublished_package() -> None:
     import yaml
 
-    from tests.conftest import ROOT
+    from tests.support.repos import ROOT
 
     for path in sorted((ROOT / "examples" / "github-actions").glob("*.yml")):
         text = path.read_text("utf-8")
@@ -336,7 +337,7 @@ def test_the_workflow_examples_install_a_pinned_reconciler_not_an_unpublished_pa
 # -- regression: a pass killed mid-build, then a new user and a job for them (issue 16, point 7) ---------
 
 def test_recovering_a_killed_build_beside_a_job_for_a_new_user(make_repo: Callable[..., Path]) -> None:
-    from tests.conftest import SERVER
+    from tests.support.repos import SERVER
 
     repo = make_repo(jobs={"first": OK_JOB})
     killed = run_cli("reconcile", "--repo", str(repo), env={"RECONCILER_FAILPOINTS": "user.before-apply=kill"})

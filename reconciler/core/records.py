@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import MutableMapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, ValidationError
 
 from reconciler import __version__
 from reconciler.core import schemas
-from reconciler.core.timeutil import iso, parse_time, utcnow
+from reconciler.core.timeutil import iso, utcnow
 
 JobStatus = Literal["IN-PROGRESS", "WORKING", "SUCCESS", "FAILURE"]
 UserStatus = Literal["DEPLOYED", "UNCHANGED", "PLANNED", "DESTROYED", "FORCED", "SKIPPED", "FAILED", "NOT_RUN"]
@@ -28,7 +28,7 @@ RUNNING = ("IN-PROGRESS", "WORKING")
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamps must carry a zone (UTC)")
-    return parse_time(iso(value) or "")
+    return value.astimezone(UTC).replace(microsecond=0)  # what the record's format keeps: whole seconds, UTC
 
 
 Timestamp = Annotated[datetime, AfterValidator(_utc), PlainSerializer(lambda v: iso(v), return_type=str)]

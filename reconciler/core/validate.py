@@ -37,6 +37,7 @@ from reconciler.core.timeutil import parse_time
 
 KIND_OF_DIR = {"servers": "server", "definitions": "definition", "jobs": "job"}
 ParseFn = Callable[[str, str, bytes], Parsed]  # (kind, blob id, bytes) -> Parsed
+ParseManyFn = Callable[[list[tuple[str, str, bytes]]], list[Parsed]]  # the same for a batch, in order
 SettingsProblem = tuple[tuple[str, ...], str, str]  # (key path under driver:, message, code)
 
 
@@ -96,7 +97,8 @@ def resource_entries(entries: dict[str, Entry]) -> list[tuple[str, str, Entry]]:
 
 
 def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_parse,
-                 only_jobs: set[str] | None = None, *, catalog: DriverCatalog) -> Desired:
+                 only_jobs: set[str] | None = None, *, catalog: DriverCatalog,
+                 parse_many: ParseManyFn | None = None) -> Desired:
     """Load and validate desired state. `only_jobs`: validate just these jobs (others are listed)."""
     problems = ProblemList()
     entries = files.entries()
@@ -106,6 +108,9 @@ def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_
     blobs = files.read_many(wanted)
     parsed: dict[str, Parsed] = {}
     seen: dict[tuple[str, str], str] = {}
+    todo = [(kind, entry.blob, blobs[entry.path]) for kind, _, entry in resources
+            if entry.path in blobs and entry.mode != MODE_LINK]
+    done = iter(parse_many(todo) if parse_many is not None else [parse(*item) for item in todo])
     for kind, name, entry in resources:
         if entry.path not in blobs:
             continue
@@ -113,7 +118,7 @@ def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_
             result = Parsed(None, None, ())
             problems.add(entry.path, 1, "a resource file may not be a symbolic link", "PATH_ESCAPE")
         else:
-            result = parse(kind, entry.blob, blobs[entry.path])
+            result = next(done)
         parsed[entry.path] = result
         for finding in (*result.findings, *name_findings(entry.path, result)):
             problems.add(entry.path, finding.line, finding.message, finding.code)

@@ -27,6 +27,7 @@ from reconciler import __version__
 from reconciler.core import schemas
 from reconciler.core.resources import Finding, Parsed, parse_resource
 from reconciler.core.yamlsafe import Document
+from reconciler.ledger import parallel
 from reconciler.ledger.statefile import read_sealed, write_sealed
 
 FILE_NAME = "cache-v1.bin"
@@ -73,14 +74,14 @@ class _LazyDocument(Document):
         raise AttributeError(name)
 
 
-def _dump_parsed(parsed: Parsed) -> bytes:
+def dump_parsed(parsed: Parsed) -> bytes:
     doc = parsed.doc
     lines = marshal.dumps((doc.value_lines, doc.key_lines)) if doc is not None else None
     findings = tuple((f.line, f.message, f.code) for f in parsed.findings)
     return marshal.dumps((parsed.data, lines, findings))
 
 
-def _load_parsed(raw: bytes) -> Parsed:
+def load_parsed(raw: bytes) -> Parsed:
     data, lines, findings = marshal.loads(raw)
     doc = None if lines is None else _LazyDocument(data, lines)
     return Parsed(data, doc, tuple(Finding(*f) for f in findings))
@@ -117,12 +118,26 @@ class BlobCache:
         stored = self._parsed.get(key)
         if stored is not None:
             self.hits += 1
-            return _load_parsed(stored)
+            return load_parsed(stored)
         self.misses += 1
         result = parse_resource(kind, raw)
-        self._parsed[key] = _dump_parsed(result)
+        self._parsed[key] = dump_parsed(result)
         self.dirty = True
         return result
+
+    def parse_many(self, items: list[tuple[str, str, bytes]]) -> list[Parsed]:
+        """`parse` over a batch: what is not cached is parsed on every core (reconciler.ledger.parallel)."""
+        keys = [f"{kind}:{blob}" for kind, blob, _ in items]
+        self._used_parsed.update(keys)
+        missing = [(key, kind, raw) for key, (kind, _, raw) in zip(keys, items, strict=True) if key not in self._parsed]
+        if missing:
+            fresh = parallel.map_encoded(_parse_dumped, lambda raw: raw, [(kind, raw) for _, kind, raw in missing])
+            for (key, _, _), raw in zip(missing, fresh, strict=True):
+                self._parsed[key] = raw
+            self.dirty = True
+        self.misses += len(missing)
+        self.hits += len(items) - len(missing)
+        return [load_parsed(self._parsed[key]) for key in keys]
 
     # -- ledger records ----------------------------------------------------------------------------
     def record(self, job: str, blob: str) -> RecordHead | str | None:
@@ -190,6 +205,16 @@ def _well_formed(data: bytes) -> tuple[str, dict[str, bytes], dict[str, tuple[st
     if not all(isinstance(h, dict) for h in history):
         return None
     return key, parsed, records, history
+
+
+def _parse_dumped(item: tuple[str, bytes]) -> bytes:
+    kind, raw = item
+    return dump_parsed(parse_resource(kind, raw))
+
+
+def parse_many_uncached(items: list[tuple[str, str, bytes]]) -> list[Parsed]:
+    """Parse a batch without a cache (the working tree, for `validate`), on every core."""
+    return parallel.map_encoded(_parse_dumped, load_parsed, [(kind, raw) for kind, _, raw in items])
 
 
 def open_cache(state_dir: Path | None) -> BlobCache:

@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from reconciler import faults
 from reconciler.ledger import git
 
 JOURNAL = "checkout.json"
@@ -62,6 +63,7 @@ class Checkout:
             self.events("local.behind", {"branch": self.branch,
                                          "reason": "uncommitted changes to files the remote changed"})
             return False
+        faults.point("checkout.moved", new)  # index and files at `new`, the branch still at `old`
         if not git.update_ref(self.repo, self.ref, new, old or git.ZERO):
             self.events("local.moved", {"branch": self.branch})
         self._clear()

@@ -20,6 +20,9 @@ from reconciler.ledger.statefile import clear_path
 
 TRAILER = "Reconciler-Build:"
 _BASE_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+# Every git child runs in a session of its own: a signal to the reconciler's process group (Ctrl-C, a kill of
+# the group) does not cut a ref update, an index write or a push short and leave a stale lock file behind;
+# the child finishes its one short step, and the reconciler's fences decide what it means.
 
 
 class GitError(Exception):
@@ -63,7 +66,7 @@ def run(args: list[str], *, input: bytes | None = None, env: dict[str, str] | No
     full_env = {**os.environ, **_BASE_ENV, **(env or {})}
     try:
         proc = subprocess.run(["git", *args], input=input, capture_output=True, env=full_env, cwd=cwd,
-                              check=False)
+                              check=False, start_new_session=True)
     except FileNotFoundError:
         raise UserError("git is not installed or not on PATH; install git and try again") from None
     if check and proc.returncode != 0:
@@ -104,7 +107,7 @@ def is_ancestor(repo: Repo, older: str, newer: str) -> bool:
 
 def _returncode(repo: Repo, *args: str) -> int:
     proc = subprocess.run(["git", "--git-dir", str(repo.git_dir), *args], capture_output=True,
-                          env={**os.environ, **_BASE_ENV}, check=False)
+                          env={**os.environ, **_BASE_ENV}, check=False, start_new_session=True)
     return proc.returncode
 
 
@@ -195,8 +198,22 @@ def changes(repo: Repo, head: str, paths: tuple[str, ...], since: str | None = N
 
 
 def update_ref(repo: Repo, ref: str, new: str, old: str) -> bool:
-    """Move `ref` from `old` to `new` atomically; False when someone else moved it first."""
-    return _returncode(repo, "update-ref", "-m", "reconciler: status", ref, new, old) == 0
+    """Move `ref` from `old` to `new` atomically; False when someone else moved it first. Raises GitError
+    when it could not be moved for another reason (a stale lock file, a full disk): not a race."""
+    proc = subprocess.run(["git", "--git-dir", str(repo.git_dir), "update-ref", "-m", "reconciler: status", ref, new,
+                           old], capture_output=True, env={**os.environ, **_BASE_ENV}, check=False,
+                          start_new_session=True)
+    if proc.returncode == 0:
+        return True
+    now = resolve(repo, ref) or ZERO
+    if now != old:
+        return False
+    stderr = proc.stderr.decode("utf-8", "replace")
+    locked = _LOCK.search(stderr)
+    if locked:
+        raise GitError(["update-ref", ref], proc.returncode, f"the lock file {locked.group(1)} keeps {ref} from "
+                       "moving (a git process is running here, or one crashed); if none runs, remove that file")
+    raise GitError(["update-ref", ref], proc.returncode, stderr)
 
 
 def sync_worktree(repo: Repo, commit: str, paths: list[str]) -> None:
@@ -270,7 +287,7 @@ def push(repo: Repo, remote: str, commit: str, branch: str) -> bool:
     for attempt in range(LOCK_RETRIES):
         proc = subprocess.run(["git", "--git-dir", str(repo.git_dir), "push", "--porcelain", "--quiet", remote,
                                f"{commit}:refs/heads/{branch}"], capture_output=True,
-                              env={**os.environ, **_BASE_ENV}, check=False)
+                              env={**os.environ, **_BASE_ENV}, check=False, start_new_session=True)
         if proc.returncode == 0:
             return True
         text = (proc.stdout + proc.stderr).decode("utf-8", "replace")
@@ -394,7 +411,8 @@ def advance_worktree(repo: Repo, old: str, new: str) -> bool:
 def _returncode_wt(repo: Repo, *args: str) -> int:
     assert repo.top is not None
     proc = subprocess.run(["git", "--git-dir", str(repo.git_dir), "--work-tree", str(repo.top), *args],
-                          capture_output=True, env={**os.environ, **_BASE_ENV}, cwd=repo.top, check=False)
+                          capture_output=True, env={**os.environ, **_BASE_ENV}, cwd=repo.top, check=False,
+                          start_new_session=True)
     return proc.returncode
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import marshal
 from collections.abc import Iterable, Iterator, MutableMapping
 from pathlib import Path
 
@@ -15,9 +16,9 @@ from reconciler.core.settings import Settings, parse_settings
 from reconciler.core.snapshot import History, Snapshot
 from reconciler.core.validate import load_desired
 from reconciler.errors import UserError
-from reconciler.ledger import git
+from reconciler.ledger import git, parallel
 from reconciler.ledger.branch import committed_settings
-from reconciler.ledger.cache import BlobCache, RecordHead, open_cache
+from reconciler.ledger.cache import BlobCache, RecordHead, open_cache, parse_many_uncached
 from reconciler.ledger.history import job_history
 
 
@@ -101,6 +102,22 @@ def _head(record: LedgerRecord) -> RecordHead:
     return RecordHead(record.job_blob, record.spec_digest, record.build_id, record.status)
 
 
+def _check_record(item: tuple[str, bytes]) -> bytes:
+    """Every check of one record (`parse_record`), as the marshal of its head or of why it is unreadable."""
+    job, raw = item
+    try:
+        record = parse_record(job, raw)
+    except RecordError as exc:
+        return marshal.dumps(("!", str(exc)))
+    head = _head(record)
+    return marshal.dumps((head.job_blob, head.spec_digest, head.build_id, head.status))
+
+
+def _checked(raw: bytes) -> RecordHead | str:
+    found = marshal.loads(raw)
+    return found[1] if found[0] == "!" else RecordHead(*found)
+
+
 def load_ledger(files: RepoFiles, ledger_dir: str, blob_cache: BlobCache | None = None) -> Ledger:
     """Every record, checked once per blob id: a cached good record is only summarised, never re-read."""
     cached = blob_cache if blob_cache is not None else BlobCache(None)
@@ -117,19 +134,14 @@ def load_ledger(files: RepoFiles, ledger_dir: str, blob_cache: BlobCache | None 
         found = cached.record(job, entries[path].blob)
         if found is not None:
             known[job] = found
-    missing = [paths[job] for job in paths if job not in known]
-    raw = files.read_many(missing) if missing else {}
+    missing = [job for job in paths if job not in known]
+    raw = files.read_many([paths[job] for job in missing]) if missing else {}
+    checked = parallel.map_encoded(_check_record, _checked, [(job, raw[paths[job]]) for job in missing])
+    for job, result in zip(missing, checked, strict=True):
+        known[job] = result
+        cached.put_record(job, entries[paths[job]].blob, result)
     for job, path in paths.items():
-        blob = entries[path].blob
-        ledger.blobs[job] = blob
-        if job not in known:
-            try:
-                record = parse_record(job, raw[path])
-            except RecordError as exc:
-                known[job] = str(exc)
-            else:
-                known[job] = _head(record)
-            cached.put_record(job, blob, known[job])
+        ledger.blobs[job] = entries[path].blob
         result = known[job]
         if isinstance(result, str):
             ledger.unreadable[job] = result
@@ -161,7 +173,8 @@ def load_commit_state(repo: git.Repo, commit: str, overrides: dict[str, object] 
     files = BatchedFiles(git.GitTree(repo, commit, (SETTINGS_FILE, *TOP_DIRS, settings.ledger_dir)))
     ledger = load_ledger(files, settings.ledger_dir, blob_cache)
     only_jobs = _unexecuted_jobs(files, judged_by or ledger) if skip_executed else jobs
-    desired = load_desired(files, settings, blob_cache.parse, only_jobs=only_jobs, catalog=drivers)
+    desired = load_desired(files, settings, blob_cache.parse, only_jobs=only_jobs, catalog=drivers,
+                           parse_many=blob_cache.parse_many)
     history = job_history(repo, commit, settings.ledger_dir, blob_cache)
     ledger.tampered.update(history.tampered)  # SPEC 5.7: a record removed by hand is never re-run
     blob_cache.save({entry.blob for entry in files.entries().values()})
@@ -202,5 +215,5 @@ def load_worktree_state(root: Path) -> Snapshot:
     settings, problems = settings_at(probe)
     files = _ValidatedFiles(root, settings.ledger_dir)
     ledger = load_ledger(files, settings.ledger_dir)
-    desired = load_desired(files, settings, catalog=drivers)
+    desired = load_desired(files, settings, catalog=drivers, parse_many=parse_many_uncached)
     return Snapshot(settings, desired, ledger, History(), None, files, problems)

@@ -539,9 +539,12 @@ class LedgerWriter:
     def _compare_and_swap(self, commit: str, point: str) -> str:
         """'ok', 'rejected' (someone moved the branch first), 'unreachable' or 'broken'."""
         if self.remote is None:
-            if git.update_ref(self.repo, self.ref, commit, self.base):
-                return "ok"
-            return "rejected"
+            try:
+                return "ok" if git.update_ref(self.repo, self.ref, commit, self.base) else "rejected"
+            except git.GitError as exc:
+                with self._cond:
+                    self._broken = f"cannot move {self.ref}: {exc.stderr.strip()[:300]}"
+                return "broken"
         faults.point(f"{point}.before-push")
         try:
             pushed = git.push(self.repo, self.remote, commit, self.branch)
@@ -570,7 +573,10 @@ class LedgerWriter:
         if not force and time.monotonic() - self._last_follow < self.checkpoint_seconds:
             return
         paths, self._unsynced = sorted(self._unsynced), set()
-        self.checkout.follow(self.base, paths, current=self.base if self.remote is None else None)
+        try:
+            self.checkout.follow(self.base, paths, current=self.base if self.remote is None else None)
+        except (git.GitError, OSError) as exc:  # the commit is durable; the clone catches up at the next pass
+            self.events("local.behind", {"branch": self.branch, "reason": str(exc)[:300]})
         self._last_follow = time.monotonic()
 
     def _rebase(self) -> bool:
