@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -327,3 +328,27 @@ def test_init_writes_a_valid_example(example_repo: Path) -> None:
     for top in ("servers", "definitions", "jobs"):
         shipped = sorted(p.name for p in (ROOT / top).glob("*.yaml"))
         assert sorted(p.name for p in (example_repo / top).glob("*.yaml")) == shipped
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: None,
+    lambda d: d.update(queued_at="2026-02-30T00:00:00Z"),  # matches the pattern, is no real time
+    lambda d: d["owner"].update(started_at="2026-13-01T00:00:00Z"),
+    lambda d: d.update(job="another-job"),
+    lambda d: d.update(status="DONE"),
+    lambda d: d.pop("build_id"),
+], ids=["good", "impossible-date", "impossible-owner-date", "other-job", "bad-status", "missing-key"])
+def test_the_fast_record_check_agrees_with_the_model(change: Callable[[dict[str, Any]], None]) -> None:
+    """`check_record` (validate, cold loads: no model built) accepts exactly what `parse_record` accepts."""
+    from reconciler.core.records import check_record
+
+    data = json.loads(_record().to_json())
+    change(data)
+    raw = json.dumps(data).encode()
+    try:
+        model = parse_record("deploy", raw)
+    except RecordError:
+        with pytest.raises(RecordError):
+            check_record("deploy", raw)
+        return
+    assert check_record("deploy", raw) == (model.job_blob, model.spec_digest, model.build_id, model.status)

@@ -64,8 +64,11 @@ def _canonical_v1(data: dict[str, Any]) -> dict[str, Any]:
     return canonical
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)  # made once, not per job
+
+
 def _v1(data: dict[str, Any]) -> str:
-    text = json.dumps(_canonical_v1(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _CANONICAL.encode(_canonical_v1(data))
     return "v1:sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -72,39 +72,62 @@ class WorktreeFiles:
         self._entries: dict[str, Entry] | None = None
         self._data: dict[str, bytes] = {}
 
+    #: folders (relative, `/`-separated) whose files are none of this view's business
+    skip: tuple[str, ...] = ()
+
     def entries(self) -> dict[str, Entry]:
         if self._entries is None:
             found: dict[str, Entry] = {}
-            settings = self.root / SETTINGS_FILE
-            if settings.is_file():
+            root = str(self.root)
+            settings = os.path.join(root, SETTINGS_FILE)
+            if os.path.isfile(settings):
                 self._add(found, settings, SETTINGS_FILE)
             for top in self.dirs:
-                base = self.root / top
-                if top == self.dirs[-1] and (base.is_symlink() or (base.exists() and not base.is_dir())):
+                base = os.path.join(root, top)
+                if top == self.dirs[-1] and (os.path.islink(base) or (os.path.exists(base)
+                                                                     and not os.path.isdir(base))):
                     raise UserError(f"{top} is not a directory, so the ledger cannot be read; restore it", 2)
-                if not base.is_dir() or base.is_symlink():
+                if not os.path.isdir(base) or os.path.islink(base):
                     continue
-                for dirpath, dirnames, filenames in os.walk(base, onerror=_unreadable):
-                    dirnames.sort()
-                    rel_dir = Path(dirpath).relative_to(self.root).as_posix()
-                    for name in list(dirnames):
-                        full = Path(dirpath, name)
-                        if full.is_symlink():  # a symlinked folder is reported as a link, never walked
-                            dirnames.remove(name)
-                            self._add(found, full, f"{rel_dir}/{name}")
-                    for name in sorted(filenames):
-                        self._add(found, Path(dirpath, name), f"{rel_dir}/{name}")
+                self._walk(found, base, top)
             self._entries = found
         return self._entries
 
-    def _add(self, found: dict[str, Entry], full: Path, rel: str) -> None:
-        info = full.lstat()
+    def _walk(self, found: dict[str, Entry], folder: str, rel_dir: str) -> None:
+        """Files in name order, folders after their parent's files; a symlinked folder is a link, not walked."""
+        try:
+            with os.scandir(folder) as listing:
+                children = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            _unreadable(exc)
+            return
+        folders = []
+        for child in children:
+            rel = f"{rel_dir}/{child.name}"
+            if child.is_dir(follow_symlinks=False):
+                if rel not in self.skip:
+                    folders.append((child.path, rel))
+            else:  # a file, or a link (to a folder too: reported as a link, never followed)
+                self._add(found, child.path, rel)
+        for path, rel in folders:
+            self._walk(found, path, rel)
+
+    def _add(self, found: dict[str, Entry], full: str | Path, rel: str) -> None:
+        info = os.lstat(full)
         if stat.S_ISLNK(info.st_mode):
             data = os.readlink(full).encode("utf-8", "surrogateescape")
             mode = MODE_LINK
         elif stat.S_ISREG(info.st_mode):
-            with full.open("rb") as handle:  # never more than the size limit plus one byte into memory
-                data = handle.read(_READ_CAP)
+            fd = os.open(full, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:  # never more than the size limit plus one byte into memory
+                data = os.read(fd, min(info.st_size + 1, _READ_CAP)) if info.st_size else b""
+                while len(data) <= info.st_size and len(data) < _READ_CAP:  # a file that grew while read
+                    more = os.read(fd, _READ_CAP - len(data))
+                    if not more:
+                        break
+                    data += more
+            finally:
+                os.close(fd)
             mode = MODE_EXEC if info.st_mode & 0o111 else MODE_FILE
         else:
             return

@@ -10,7 +10,7 @@ from pathlib import Path
 from reconciler import drivers
 from reconciler.core.files import SETTINGS_FILE, TOP_DIRS, Entry, RepoFiles, WorktreeFiles, read_one
 from reconciler.core.problems import Problem
-from reconciler.core.records import RUNNING, Ledger, LedgerRecord, RecordError, parse_record, record_paths
+from reconciler.core.records import RUNNING, Ledger, LedgerRecord, RecordError, check_record, parse_record, record_paths
 from reconciler.core.resources import SUFFIXES, stem_of
 from reconciler.core.settings import Settings, parse_settings
 from reconciler.core.snapshot import History, Snapshot
@@ -103,14 +103,13 @@ def _head(record: LedgerRecord) -> RecordHead:
 
 
 def _check_record(item: tuple[str, bytes]) -> bytes:
-    """Every check of one record (`parse_record`), as the marshal of its head or of why it is unreadable."""
+    """Every check of one record (`check_record`: what `parse_record` checks, without building the model), as
+    the marshal of its head or of why it is unreadable."""
     job, raw = item
     try:
-        record = parse_record(job, raw)
+        return marshal.dumps(check_record(job, raw))
     except RecordError as exc:
         return marshal.dumps(("!", str(exc)))
-    head = _head(record)
-    return marshal.dumps((head.job_blob, head.spec_digest, head.build_id, head.status))
 
 
 def _checked(raw: bytes) -> RecordHead | str:
@@ -202,8 +201,9 @@ class _ValidatedFiles(WorktreeFiles):
         if dirs is not None:
             self.dirs = dirs  # type: ignore[assignment]  # fewer folders than the base walks
         self._logs = f"{ledger_dir}/logs/"
+        self.skip = (f"{ledger_dir}/logs",)
 
-    def _add(self, found: dict[str, Entry], full: Path, rel: str) -> None:
+    def _add(self, found: dict[str, Entry], full: str | Path, rel: str) -> None:
         if not rel.startswith(self._logs):
             super()._add(found, full, rel)
 
