@@ -6,8 +6,8 @@ import json
 import sys
 from typing import Any
 
-from reconciler.core.listing import short_build_id, shown_time
 from reconciler.core.problems import Problem, printable
+from reconciler.core.shown import short_build_id, shown_time
 
 JOB_COLUMNS = ("job", "build id", "environment", "organization", "module type", "module name", "action",
                "status", "created", "last run")

@@ -10,7 +10,6 @@ from types import FrameType
 from typing import Any
 
 from reconciler.commands._output import print_problems
-from reconciler.commands._repo import uncommitted_jobs, uncommitted_notice
 from reconciler.core.settings import ExecutorConfig
 from reconciler.errors import UserError
 from reconciler.eventlog import json_line
@@ -72,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
                           executor=executor)
     if sys.stderr.isatty():
         result = _with_progress(options)
+        from reconciler.commands._repo import uncommitted_jobs, uncommitted_notice  # only at a terminal
+
         notice = uncommitted_notice(uncommitted_jobs(args.repo))  # a person at a terminal: say what is ignored
         if notice:
             print(notice, file=sys.stderr)

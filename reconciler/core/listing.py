@@ -369,16 +369,6 @@ def rollout_json(rollout: Rollout | None, users: list[str]) -> dict[str, Any] | 
             "summary": describe(rollout, users)}
 
 
-def shown_time(value: str | None) -> str:
-    """The one way a time is shown to people (terminal, page): 2026-11-21T12:04:10Z -> 2026-11-21 12:04 UTC."""
-    return f"{value[:10]} {value[11:16]} UTC" if value and len(value) >= 16 else "-"
-
-
-def short_build_id(build_id: str | None) -> str:
-    """A build id's random part (like a short git commit id): unique enough beside the job's name."""
-    return build_id.rsplit("-", 1)[-1] if build_id else "-"
-
-
 def record_blocks(record: LedgerRecord) -> list[BlockRow]:
     return [BlockRow(b.definition, b.module_type, b.server, b.environment, b.organization, b.action,
                      {uid: r.status for uid, r in b.users.items()}) for b in record.blocks]

@@ -46,6 +46,8 @@ class DriverCatalog(Protocol):
 
     def known_types(self) -> set[str]: ...
 
+    def is_known(self, kind: str) -> bool: ...
+
     def settings_problems(self, kind: str, settings: dict[str, Any], repo: Settings) -> list[SettingsProblem]: ...
 
 
@@ -203,10 +205,9 @@ def _check_server(server: Server, parsed: Parsed, settings: Settings, problems: 
                          "USER_DUPLICATE")
         seen.add(user.id)
     line = doc.line_of(("driver", "type"))
-    known = catalog.known_types()
-    if server.driver_type not in known:
+    if not catalog.is_known(server.driver_type):
         problems.add(server.path, line, f"unknown driver type {server.driver_type!r}; installed: "
-                     f"{', '.join(sorted(known))}", "DRIVER_UNKNOWN")
+                     f"{', '.join(sorted(catalog.known_types()))}", "DRIVER_UNKNOWN")
         return
     for key, message, code in catalog.settings_problems(server.driver_type, server.driver, settings):
         problems.add(server.path, doc.line_of(("driver", *key)), message, code)

@@ -48,6 +48,11 @@ def known_types() -> set[str]:
     return set(BUILTIN) | set(_plugins())
 
 
+def is_known(kind: str) -> bool:
+    """Without reading every installed distribution's metadata when the type is built in (most servers)."""
+    return kind in BUILTIN or kind in _plugins()
+
+
 def driver_class(kind: str) -> type[Driver]:
     if kind in BUILTIN:
         module, _, attr = BUILTIN[kind].partition(":")

@@ -14,6 +14,7 @@ import contextlib
 import json
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ class RunContext:
     work_root: Path | None = None  # drivers' private scratch space, under .git/reconciler/
     fenced_executor: bool = False  # the executor guarantees at most once per user by a fence of its own
     limits: ServerLimits = field(default_factory=lambda: ServerLimits({}))  # max_parallel, across the pass
+    checkpoint_seconds: float = 2.0  # the ledger writer commits checkpoints at most this often
 
 
 @dataclass
@@ -156,6 +158,7 @@ class JobRunner:
         self.job = job
         self.record = record
         self.log = log
+        self._staged_at = 0.0  # monotonic time of the last record handed to the ledger writer
         self.recovering = recovering
         self.lock = threading.Lock()
         self.blocks: list[BlockRecord] = list(record.blocks)
@@ -176,6 +179,7 @@ class JobRunner:
         return self.record
 
     def save(self, durable: bool = False, **changes: Any) -> None:
+        self._staged_at = time.monotonic()
         self.ctx.sink.save(self._snapshot(**changes), self.log.text(), durable=durable)
 
     def _set(self, index: int, uid: str, status: str, reason: str) -> None:
@@ -404,6 +408,12 @@ class JobRunner:
         return aborted
 
     def _save_checkpoint(self) -> None:
+        # The writer commits checkpoints at most every checkpoint_seconds and only the newest staged record
+        # counts: a snapshot copies the whole record and log (O(users)), so stage one a few times per commit,
+        # not per outcome (that made a block of N users cost O(N^2)). Outcomes not staged yet are in the next
+        # checkpoint or the final record; a crash re-runs them as any unsaved result (markers still fence).
+        if time.monotonic() - self._staged_at < self.ctx.checkpoint_seconds / 4:
+            return
         lost = self.ctx.sink.lost(self.record.build_id)
         if lost is None:
             self.save()

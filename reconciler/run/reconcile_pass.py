@@ -203,7 +203,8 @@ def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, 
                      fenced_executor=executor.fenced,
                      concurrency=settings.concurrency, lease_seconds=settings.lease_seconds, stop=options.stop,
                      on_user=options.on_user, work_root=work_root, drivers=pool,
-                     limits=ServerLimits.of(state.desired.servers.values()))
+                     limits=ServerLimits.of(state.desired.servers.values()),
+                     checkpoint_seconds=settings.checkpoint_seconds)
     scheduler = BuildScheduler(state, ctx, writer, started,
                                lambda commit: load_commit_state(repo, commit, {"concurrency": options.concurrency}),
                                settings.job_concurrency, options.events, notify=notices.build)

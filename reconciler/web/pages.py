@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi import Query as Param
 from fastapi.responses import HTMLResponse
 
-from reconciler.core.listing import SORTS, Query, short_build_id, shown_time
+from reconciler.core.listing import SORTS, Query
+from reconciler.core.shown import short_build_id, shown_time
 from reconciler.web.app import Ctx, ServeContext
 from reconciler.web.metrics import LISTING_STATES
 from reconciler.web.query import job_query
