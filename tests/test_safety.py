@@ -236,3 +236,22 @@ def test_a_job_whose_record_was_tampered_with_never_runs_again(tmp_path: Path, t
     assert (repo / ".deployments/srv/u1/app/.deployment.json").read_text("utf-8") == deployed
     status = json.loads(run_main("status", "--repo", str(repo), "--format", "json").stdout)
     assert {row["job"]: row["status"] for row in status}["victim"] == "INVALID"
+
+
+def test_a_killed_runs_staging_and_old_folders_are_removed_once_and_redeploys_replace(tmp_path: Path) -> None:
+    """A kill can leave `.app.tmp-*` and `.app.old-*` beside the target; the next deployment removes them (and
+    only them), and later deployments to the same target in the same pass replace the content atomically."""
+    driver = LocalDriver({"type": "local", "path": "targets"}, DriverContext(tmp_path, None, {}))
+    user_dir = tmp_path / "targets" / "u1"
+    for name in (".app.tmp-dead0001", ".app.old-dead0002"):
+        (user_dir / name).mkdir(parents=True)
+        (user_dir / name / "half.txt").write_text("half", "utf-8")
+    (user_dir / ".other.tmp-keep").mkdir()  # another definition's: not this target's business
+    first = _request(tmp_path, "u1", "app", {"a.txt": b"one"})
+    assert driver.run(first).status == "DEPLOYED"
+    assert sorted(p.name for p in user_dir.iterdir()) == [".other.tmp-keep", "app"]
+    second = replace(first, content_digest="sha256:1", assets={"b.txt": b"two"})
+    assert driver.run(second).status == "DEPLOYED"
+    assert sorted(p.name for p in (user_dir / "app").iterdir()) == [".deployment.json", "b.txt"]
+    assert sorted(p.name for p in user_dir.iterdir()) == [".other.tmp-keep", "app"]
+    assert json.loads((user_dir / "app" / ".deployment.json").read_text("utf-8"))["content_digest"] == "sha256:1"

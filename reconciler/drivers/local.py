@@ -84,14 +84,27 @@ class LocalDriver(Driver):
     @staticmethod
     def _manifest(target: Path) -> dict[str, Any] | None:
         try:
-            data = json.loads((target / MANIFEST).read_text("utf-8"))
+            with open(os.path.join(target, MANIFEST), "rb") as f:  # plain open: once per user, on the hot path
+                data = json.loads(f.read())
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
 
     def _clean_leftovers(self, target: Path) -> None:
-        for stale in target.parent.glob(f".{target.name}.*-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        """Remove staging and old folders a killed run left beside the target (`.<name>.tmp-*`, `.<name>.old-*`).
+        Once per target and driver (one pass): only a crash leaves them, and this pass's own are removed as it goes."""
+        cleaned: set[Path] = self.__dict__.setdefault("_cleaned", set())
+        if target in cleaned:
+            return
+        cleaned.add(target)
+        prefixes = (f".{target.name}.tmp-", f".{target.name}.old-")
+        try:
+            with os.scandir(target.parent) as found:
+                stale = [entry.path for entry in found if entry.name.startswith(prefixes)]
+        except OSError:
+            return
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
 
     # -- actions ---------------------------------------------------------------------------------
     def plan(self, request: DeployRequest) -> Outcome:
@@ -148,7 +161,8 @@ class LocalDriver(Driver):
             if dest.parent not in made:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 made.add(dest.parent)
-            dest.write_bytes(data)
+            with open(dest, "wb") as f:
+                f.write(data)
         record = {
             "job": request.job,
             "build_id": request.build_id,
@@ -158,7 +172,8 @@ class LocalDriver(Driver):
             "content_digest": request.content_digest,
             "parameters": request.public_parameters,
         }
-        (staging / MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", "utf-8")
+        with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as f:
+            f.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def destroy(self, request: DeployRequest) -> Outcome:
         target = self._target(request)
