@@ -12,80 +12,30 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.chaos_checks import judge_history, read_history
-from tests.support.chaos_world import add_clone, can_fake_host, git, kill_group, make_world, wait_for
-from tests.support.two_hosts import Pass, Site, freeze, lease_end, owner_host, thaw
+from tests.support.chaos_world import add_clone, wait_for
+from tests.support.two_hosts import (
+    HOST_A,
+    HOST_B,
+    LEASE,
+    MakeSite,
+    converged,
+    freeze,
+    history_problems,
+    keep_pushing,
+    lease_end,
+    make_site,
+    needs_hosts,
+    owner_host,
+    passes_until,
+    settle,
+    thaw,
+)
 
-LEASE = 10
-HOST_A, HOST_B = "chaos-host-a", "chaos-host-b"
-MakeSite = Callable[..., Site]
-needs_hosts = pytest.mark.skipif(not can_fake_host(), reason="a second host name needs root and unshare -u")
-
-
-@pytest.fixture
-def make_site(tmp_path: Path) -> Iterator[MakeSite]:
-    """make_site(users, user_seconds) -> Site: one remote, 1-at-a-time users, a 10 s lease."""
-    made: list[Site] = []
-
-    def make(users: int, user_seconds: tuple[float, float]) -> Site:
-        world = make_world(tmp_path / "w", users=users, http_url="http://127.0.0.1:9", lease_seconds=LEASE,
-                           concurrency=1, user_seconds=user_seconds)
-        made.append(Site(world))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
-
-
-def history_problems(s: Site) -> dict[str, object]:
-    judged = judge_history(read_history(s.world))
-    keys = ("unreadable_record_versions", "final_records_changed", "final_records_reset", "records_deleted",
-            "epoch_decreased", "owner_changed_without_epoch_increase", "user_results_changed",
-            "jobs_with_several_builds")
-    return {k: judged[k] for k in keys if judged[k]}
-
-
-def converged(s: Site, clone: Path) -> list[str]:
-    problems = []
-    if git(clone, "status", "--porcelain").strip():
-        problems.append(f"{clone.name}: git status not clean: {git(clone, 'status', '--porcelain')[:300]}")
-    if git(clone, "rev-parse", "main").strip() != git(s.world.remote, "rev-parse", "main").strip():
-        problems.append(f"{clone.name}: main differs from the remote's")
-    return problems
-
-
-def settle(s: Site, clones: list[tuple[Path, str | None]], rounds: int = 6) -> None:
-    """Passes in every clone, round after round, until a whole round leaves the remote's tip unchanged."""
-    for _ in range(rounds):
-        tip = git(s.world.remote, "rev-parse", "main")
-        for clone, host in clones:
-            s.run(clone, host)
-        if git(s.world.remote, "rev-parse", "main") == tip:
-            return
-
-
-def passes_until(s: Site, clone: Path, host: str, job: str, done: object, deadline: float,
-                 lease_until: float) -> list[str]:
-    """Passes in `clone` until `done(record)`; a pass that ended before `lease_until` must not have taken
-    the build over. Returns the violations."""
-    early = []
-    while time.time() < deadline:
-        ran = s.run(clone, host)
-        record = s.record(job)
-        ended = time.time()
-        if owner_host(record) == host and ended < lease_until:
-            early.append(f"taken over {lease_until - ended:.1f} s before the lease expired:\n{ran.output()[-1500:]}")
-        if done(record):  # type: ignore[operator]
-            return early
-        time.sleep(0.2)
-    raise AssertionError(f"{job} not done by host {host} in time: {json.dumps(s.record(job))[:800]}")
+__all__ = ["make_site"]  # the fixture, imported so that pytest finds it here
 
 
 @needs_hosts
@@ -93,11 +43,11 @@ def passes_until(s: Site, clone: Path, host: str, job: str, done: object, deadli
 def test_two_recoverers_of_an_expired_lease_at_once(make_site: MakeSite) -> None:
     """A live owner on host A is frozen mid-build (u1 running); once its lease expired, two clones on host B
     start recovering at the same moment, while a human pushes: one takeover (epoch 2) wins, u2 and u3 run
-    exactly once. 3 rounds."""
+    exactly once. 2 rounds (each waits out a lease; before the fencing every round broke)."""
     s = make_site(users=4, user_seconds=(0.05, 0.1))
     a, b1, b2 = add_clone(s.world, "a"), add_clone(s.world, "b1"), add_clone(s.world, "b2")
     report: list[dict[str, Any]] = []
-    for n in range(3):
+    for n in range(2):
         job = s.push_job(n)
         gate = s.hold(job, "u1")
         owner = s.start(a, HOST_A)
@@ -123,15 +73,8 @@ def test_two_recoverers_of_an_expired_lease_at_once(make_site: MakeSite) -> None
     problems = {"rounds where a user did not run exactly once": broken, "history": history_problems(s),
                 "convergence": [p for c in (a, b1, b2) for p in converged(s, c)]}
     failed = {k: v for k, v in problems.items() if v}
-    assert not failed, f"{len(broken)} of 3 rounds broken:\n{json.dumps(failed, indent=1, default=str)[:5000]}"
-
-
-def keep_pushing(s: Site, racers: list[Pass], round_: int) -> None:
-    """The human commits and pushes notes while any racer runs."""
-    i = 0
-    while any(r.proc.poll() is None for r in racers):
-        i += 1
-        s.push({f"notes/round-{round_}-{i}.txt": f"{time.time()}\n"}, f"human: note {round_}.{i}")
+    assert not failed, (f"{len(broken)} of {len(report)} rounds broken:\n"
+                        f"{json.dumps(failed, indent=1, default=str)[:5000]}")
 
 
 @needs_hosts
@@ -219,44 +162,3 @@ def test_an_owner_cut_off_from_the_remote_stops_and_never_overwrites_the_new_own
     failed = {k: v for k, v in problems.items() if v}
     assert not failed, (f"owner rc {rc}; A's starts after the cut (s): {after_cut}\n"
                         f"{json.dumps(failed, indent=1, default=str)[:4000]}\n{owner.output()[-2500:]}")
-
-
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("human_racing", [False, True], ids=["alone", "human-pushing"])
-def test_two_recoverers_at_once_run_each_remaining_user_exactly_once(make_site: MakeSite, human_racing: bool) -> None:
-    """Kill a clone while u0 of a 4-user command job runs; start two recovery passes in two other clones at
-    the same moment (same host: the dead owner is provably dead, both may recover at once). 4 rounds. With
-    a human pushing all the while, the recoverers' pushes are also rejected by commits that are not theirs
-    (a takeover replayed onto a newer tip must still be a compare-and-swap)."""
-    s = make_site(users=4, user_seconds=(0.05, 0.15))
-    killed, first, second = (add_clone(s.world, name) for name in ("k", "r1", "r2"))
-    report: list[dict[str, Any]] = []
-    for n in range(4):
-        job = s.push_job(n)
-        gate = s.hold(job, "u0")
-        victim = s.start(killed)
-        begun = wait_for(lambda job=job: s.begins(job, "u0"), 60, what="u0 to start")
-        kill_group(victim.proc.pid)
-        kill_group(begun[0]["pid"])  # the machine went down with u0's command
-        victim.wait(30)
-        gate.unlink()
-        racers = [s.start(first), s.start(second)]
-        human = threading.Thread(target=keep_pushing, args=(s, racers, n)) if human_racing else None
-        if human is not None:
-            human.start()
-        codes = [r.wait(120) for r in racers]
-        if human is not None:
-            human.join(60)
-        settle(s, [(first, None), (second, None), (killed, None)])
-        effects = s.effects(job)
-        record = s.record(job)
-        users = {u: r["status"] for b in record.get("blocks", []) for u, r in b["users"].items()}
-        report.append({"job": job, "exit codes": codes, "status": record.get("status"),
-                       "runs, result": {u: f"{effects[u]}, {users.get(u)}" for u in ("u0", "u1", "u2", "u3")}})
-    print("\ntwo recoverers:", json.dumps(report))
-    twice = [r for r in report if any(s.effects(r["job"])[u] != 1 for u in ("u1", "u2", "u3"))
-             or s.effects(r["job"])["u0"] > 0]
-    problems = {"rounds where u1-u3 did not run exactly once (or u0 ran)": twice, "history": history_problems(s),
-                "convergence": [p for c in (killed, first, second) for p in converged(s, c)]}
-    failed = {k: v for k, v in problems.items() if v}
-    assert not failed, f"{len(twice)} of 4 rounds broken:\n{json.dumps(failed, indent=1, default=str)[:5000]}"

@@ -1,28 +1,35 @@
-"""Helpers of tests/test_two_hosts.py: one remote, clones on different host names, passes you can stop,
-cut off and kill, and the effect log of a `command` driver to count what really ran."""
+"""Helpers of tests/test_two_hosts.py and tests/test_two_recoverers.py: one remote, clones on different host
+names, passes you can stop, cut off and kill, and the effect log of a `command` driver to count what really ran."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.support.chaos_checks import judge_history, read_history
 from tests.support.chaos_world import (
     HUMAN_ENV,
     World,
     add_clone,
+    can_fake_host,
     effect_commands_running,
     git,
     is_git,
     job_name,
     job_yaml,
     kill_group,
+    make_world,
     process_tree,
     read_jsonl,
     remote_record,
@@ -156,3 +163,78 @@ def thaw(running: Pass, also: tuple[int, ...] = ()) -> None:
     for pgid in also:
         kill_group(pgid, signal.SIGCONT)
     kill_group(running.proc.pid, signal.SIGCONT)
+
+
+# -- shared by tests/test_two_hosts.py and tests/test_two_recoverers.py -----------------------------------
+LEASE = 10
+HOST_A, HOST_B = "chaos-host-a", "chaos-host-b"
+MakeSite = Callable[..., Site]
+needs_hosts = pytest.mark.skipif(not can_fake_host(), reason="a second host name needs root and unshare -u")
+
+
+@pytest.fixture
+def make_site(tmp_path: Path) -> Iterator[MakeSite]:
+    """make_site(users, user_seconds) -> Site: one remote, 1-at-a-time users, a 10 s lease."""
+    made: list[Site] = []
+
+    def make(users: int, user_seconds: tuple[float, float]) -> Site:
+        world = make_world(tmp_path / "w", users=users, http_url="http://127.0.0.1:9", lease_seconds=LEASE,
+                           concurrency=1, user_seconds=user_seconds)
+        made.append(Site(world))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def history_problems(s: Site) -> dict[str, object]:
+    judged = judge_history(read_history(s.world))
+    keys = ("unreadable_record_versions", "final_records_changed", "final_records_reset", "records_deleted",
+            "epoch_decreased", "owner_changed_without_epoch_increase", "user_results_changed",
+            "jobs_with_several_builds")
+    return {k: judged[k] for k in keys if judged[k]}
+
+
+def converged(s: Site, clone: Path) -> list[str]:
+    problems = []
+    if git(clone, "status", "--porcelain").strip():
+        problems.append(f"{clone.name}: git status not clean: {git(clone, 'status', '--porcelain')[:300]}")
+    if git(clone, "rev-parse", "main").strip() != git(s.world.remote, "rev-parse", "main").strip():
+        problems.append(f"{clone.name}: main differs from the remote's")
+    return problems
+
+
+def settle(s: Site, clones: list[tuple[Path, str | None]], rounds: int = 6) -> None:
+    """Passes in every clone, round after round, until a whole round leaves the remote's tip unchanged."""
+    for _ in range(rounds):
+        tip = git(s.world.remote, "rev-parse", "main")
+        for clone, host in clones:
+            s.run(clone, host)
+        if git(s.world.remote, "rev-parse", "main") == tip:
+            return
+
+
+def passes_until(s: Site, clone: Path, host: str, job: str, done: object, deadline: float,
+                 lease_until: float) -> list[str]:
+    """Passes in `clone` until `done(record)`; a pass that ended before `lease_until` must not have taken
+    the build over. Returns the violations."""
+    early = []
+    while time.time() < deadline:
+        ran = s.run(clone, host)
+        record = s.record(job)
+        ended = time.time()
+        if owner_host(record) == host and ended < lease_until:
+            early.append(f"taken over {lease_until - ended:.1f} s before the lease expired:\n{ran.output()[-1500:]}")
+        if done(record):  # type: ignore[operator]
+            return early
+        time.sleep(0.2)
+    raise AssertionError(f"{job} not done by host {host} in time: {json.dumps(s.record(job))[:800]}")
+
+
+def keep_pushing(s: Site, racers: list[Pass], round_: int) -> None:
+    """The human commits and pushes notes while any racer runs."""
+    i = 0
+    while any(r.proc.poll() is None for r in racers):
+        i += 1
+        s.push({f"notes/round-{round_}-{i}.txt": f"{time.time()}\n"}, f"human: note {round_}.{i}")
