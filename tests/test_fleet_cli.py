@@ -61,6 +61,30 @@ def test_worker_refuses_a_broker_that_would_lose_fences(tmp_path: Path) -> None:
         unsafe.stop()
 
 
+def test_reconcile_refuses_an_unsafe_broker_before_claiming_and_a_wrong_db_is_one_line(tmp_path: Path) -> None:
+    """Workers refuse a Redis that can lose fences, so a pass that used it would claim and wait for nobody:
+    it refuses too, before any claim (exit 2, one line). A DB index the server does not have: the same."""
+    pytest.importorskip("celery")
+    from tests.support.fleet import RedisServer, block, effect_driver, fleet_repo, job_yaml
+    from tests.support.repos import git
+
+    repo, _ = fleet_repo(tmp_path, {"srv": (effect_driver(tmp_path / "effects.jsonl"), ["u1"])},
+                         {"job1": job_yaml([block("srv")])})
+    head = git(repo, "rev-parse", "HEAD")
+    unsafe = RedisServer(tmp_path / "redis", fsync="everysec").start()
+    try:
+        result = run_cli("reconcile", "--repo", str(repo), "--broker", unsafe.url, timeout=60)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "not safe for fences" in result.stderr and "nothing was claimed" in result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        wrong_db = unsafe.url.rsplit("/", 1)[0] + "/99"
+        result = run_cli("reconcile", "--repo", str(repo), "--broker", wrong_db, timeout=60)
+        assert result.returncode == 2 and "DB index" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        unsafe.stop()
+    assert git(repo, "rev-parse", "HEAD") == head, "nothing claimed"
+
+
 def test_worker_with_an_unreachable_broker_exits_2(tmp_path: Path) -> None:
     pytest.importorskip("celery")
     from tests.support.fleet import free_port

@@ -212,3 +212,35 @@ def test_broker_down_during_the_pass_keeps_the_build_working_then_completes(
     assert all(n == 1 for n in counts.values()), counts
     blocks = record["blocks"]
     assert isinstance(blocks, list) and sorted(blocks[0]["users"]) == users, "no user lost"
+
+
+def test_sigterm_with_no_worker_running_ends_the_pass_and_the_next_pass_completes(
+        tmp_path: Path, fleet: Fleet, redis_server: RedisServer) -> None:
+    """No worker is running: the pass claims and dispatches, then waits. SIGTERM must end it (exit 130,
+    checkpointed, build WORKING), not wait for users nobody started; once a worker is up, the queued tasks
+    and the next pass together deploy every user exactly once (the fences)."""
+    import signal
+
+    log = tmp_path / "effects.jsonl"
+    users = [f"u{i}" for i in range(4)]
+    repo, _ = fleet_repo(tmp_path, {"srv": (effect_driver(log, 0.2), users)}, {"job1": job_yaml([block("srv")])})
+    proc = reconcile_proc(repo, redis_server.url, tmp_path / "reconcile-1.log", "--concurrency", "4")
+    wait_for(lambda: status(repo, "job1")["status"] == "WORKING", 60, "the build to be claimed")
+    time.sleep(2)  # dispatched, nobody to take the tasks
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(30)
+    output = (tmp_path / "reconcile-1.log").read_text()
+    assert code == 130, output
+    assert "Traceback" not in output, output
+    assert status(repo, "job1")["status"] == "WORKING"
+    assert effects(log) == [], "nothing ran without a worker"
+    fleet.start(concurrency=2)
+    again = run_cli("reconcile", "--repo", str(repo), "--executor", "celery", "--broker", redis_server.url,
+                    "--concurrency", "4", timeout=240)
+    assert again.returncode == 0, again.stdout + again.stderr
+    record = status(repo, "job1")
+    assert record["status"] == "SUCCESS", record
+    counts = effect_counts(log)
+    assert sorted(user for _, user in counts) == users and set(counts.values()) == {1}, counts
+    build_log = run_cli("logs", "job1", "--repo", str(repo))
+    assert "u0" in build_log.stdout and "Traceback" not in build_log.stdout

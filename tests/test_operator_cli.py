@@ -213,6 +213,11 @@ def test_plan_and_reconcile_say_when_job_files_are_not_committed(make_repo: Call
     assert sorted(data["uncommitted_jobs"]) == ["jobs/done.yaml", "jobs/new-one.yaml"]
     screen = run_on_terminal(["reconcile"], repo)
     assert "not committed, so no pass runs them" in screen and "jobs/new-one.yaml (new)" in screen
+    piped = run_cli("reconcile", "--repo", str(repo))  # a CI job or a hook's log: the line and an event
+    assert "not committed, so no pass runs them" in piped.stderr
+    events = [json.loads(line) for line in piped.stderr.splitlines() if line.startswith("{")]
+    noted = [e for e in events if e["event"] == "jobs.uncommitted"]
+    assert len(noted) == 1 and sorted(noted[0]["jobs"]) == ["jobs/done.yaml", "jobs/new-one.yaml"], events
     git(repo, "add", "jobs")
     git(repo, "commit", "-q", "-m", "commit them")
     assert "not committed" not in run_cli("plan", "--repo", str(repo)).stdout

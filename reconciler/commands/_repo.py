@@ -33,21 +33,3 @@ def branch_listing(path: Path, branch: str | None = None) -> Listing | None:
     if tip is None:
         return None
     return load_listing(load_commit_state(repo, tip, skip_executed=True), repo.state_dir)
-
-
-def uncommitted_jobs(path: Path) -> list[tuple[str, str]]:
-    """Job files in the working tree that are not committed: a pass never runs them (only committed state)."""
-    from reconciler.core.resources import SUFFIXES
-
-    repo = git.open_repo(path)
-    return [(state, p) for state, p in git.uncommitted(repo, "jobs")
-            if p.endswith(SUFFIXES) and "/" not in p.removeprefix("jobs/")]
-
-
-def uncommitted_notice(found: list[tuple[str, str]]) -> str | None:
-    if not found:
-        return None
-    shown = ", ".join(f"{p} ({state})" for state, p in found[:5]) + (f" and {len(found) - 5} more"
-                                                                     if len(found) > 5 else "")
-    return (f"note: {len(found)} job file(s) in the working tree are not committed, so no pass runs them: {shown}; "
-            "commit (and push) them to deploy")

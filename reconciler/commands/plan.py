@@ -6,7 +6,8 @@ import argparse
 import os
 
 from reconciler.commands._output import emit_json, print_problems
-from reconciler.commands._repo import branch_state, uncommitted_jobs, uncommitted_notice
+from reconciler.commands._repo import branch_state
+from reconciler.commands._uncommitted import uncommitted_jobs, uncommitted_notice
 from reconciler.core.model import recipients
 from reconciler.core.rollout import describe
 from reconciler.core.timeutil import iso

@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Any
 
 from reconciler.commands._output import print_problems
+from reconciler.commands._uncommitted import uncommitted_jobs, uncommitted_notice
 from reconciler.core.settings import ExecutorConfig
 from reconciler.errors import UserError
 from reconciler.eventlog import json_line
@@ -71,14 +72,14 @@ def run(args: argparse.Namespace) -> int:
                           executor=executor)
     if sys.stderr.isatty():
         result = _with_progress(options)
-        from reconciler.commands._repo import uncommitted_jobs, uncommitted_notice  # only at a terminal
-
-        notice = uncommitted_notice(uncommitted_jobs(args.repo))  # a person at a terminal: say what is ignored
-        if notice:
-            print(notice, file=sys.stderr)
     else:
         options.events = json_line
         result = run_pass(options)
+    found = uncommitted_jobs(args.repo)  # say what a pass ignores (SPEC 9.5): a line, and an event in a log
+    if found:
+        if not sys.stderr.isatty():
+            json_line("jobs.uncommitted", {"jobs": [p for _, p in found]})
+        print(uncommitted_notice(found), file=sys.stderr)
     return report(result)
 
 

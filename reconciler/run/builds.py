@@ -86,6 +86,13 @@ class BuildScheduler:
             runner = self.runners[task.build_id]
         return runner.run_local(task)
 
+    def log_line(self, task: UserTask, line: str) -> None:
+        """A line the driver logged on a fleet worker (masked there, masked again here): into the build log."""
+        with self._lock:
+            runner = self.runners.get(task.build_id)
+        if runner is not None:
+            runner.log(line)
+
     # -- the pass ----------------------------------------------------------------------------------
     def run(self, in_flight: list[str], to_run: list[str]) -> Outcomes:
         pool = ThreadPoolExecutor(max_workers=self.job_concurrency, thread_name_prefix="build")

@@ -349,6 +349,7 @@ class JobRunner:
         in_flight: set[str] = {uid for (i, uid) in self._waiting if i == index}
         self._waiting -= {(index, uid) for uid in in_flight}  # a later rollout wave must not wait for them again
         holding: set[str] = set()  # users of ours holding one of the server's max_parallel slots
+        abandoned: set[str] = set()  # not started by any worker when the pass was stopped: left to the next pass
         limits = self.ctx.limits
         aborted = False
         stopped: str | None = None
@@ -392,6 +393,16 @@ class JobRunner:
                 status = self._finish_user(block, by_user.get(task.user), task.user, result)
                 if policy.stops_job(status, self.job.on_failure):
                     aborted = True
+            if self.ctx.stop.is_set() and not aborted and in_flight and self.ctx.fenced_executor:
+                # stopping: users no worker has started are not waited for (their fences hold them to one
+                # run, and the next pass collects or submits them: they stay without a result, the build
+                # WORKING); the rest finish as usual
+                for uid in self.ctx.executor.abandon_unstarted(self.record.build_id, index, sorted(in_flight)):
+                    in_flight.discard(uid)
+                    abandoned.add(uid)
+                    if uid in holding:
+                        holding.discard(uid)
+                        limits.give_back(server.name, 1)
             if got:
                 self._save_checkpoint()
             elif (failure := self.ctx.executor.failure()) is not None:  # outcomes cannot be collected now
@@ -400,7 +411,7 @@ class JobRunner:
         rest = [p.user for p in items]
         if stopped is not None:
             raise Stopped(stopped)
-        if self.ctx.stop.is_set() and not aborted and rest:
+        if self.ctx.stop.is_set() and not aborted and (rest or abandoned):
             self.save()
             raise Interrupted(self.record)
         for uid in rest:

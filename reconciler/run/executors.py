@@ -79,6 +79,11 @@ class Executor(Protocol):
         """Why outcomes cannot be collected right now (None while they can). An engine waiting for
         `on_done` checks it: when set, it stops waiting, checkpoints and ends the pass (build WORKING)."""
 
+    def abandon_unstarted(self, build_id: str, block: int, users: list[str]) -> set[str]:
+        """The pass is stopping: of these users in flight, those no worker has started (and that this
+        executor stops waiting for). Their tasks may still run later, once: their fences outlive the pass
+        and the next pass collects the outcome. The thread pool starts every task it takes: none."""
+
 
 class ThreadExecutor:
     """In-process: `run(task)` (the engine's prepared driver call) on a bounded thread pool."""
@@ -108,6 +113,9 @@ class ThreadExecutor:
     def failure(self) -> ExecutorUnavailable | None:
         return None
 
+    def abandon_unstarted(self, build_id: str, block: int, users: list[str]) -> set[str]:
+        return set()
+
 
 # -- choosing the executor (flags > environment > reconciler.yaml) -------------------------------------------
 BROKER_ENV = "RECONCILER_BROKER_URL"
@@ -122,7 +130,7 @@ def chosen_config(flag: ExecutorConfig | None, settings: ExecutorConfig, env: Ma
 
 
 def create_executor(config: ExecutorConfig, *, run: Callable[[UserTask], Outcome], workers: int,
-                    repo_url: str | None) -> Executor:
+                    repo_url: str | None, on_log: Callable[[UserTask, str], None] | None = None) -> Executor:
     """The thread pool, or fleet mode (exit 2 with the install command when the extra is missing)."""
     if config.type != "celery":
         return ThreadExecutor(run, workers)
@@ -135,6 +143,9 @@ def create_executor(config: ExecutorConfig, *, run: Callable[[UserTask], Outcome
     if not repo_url:
         raise UserError("the celery executor needs a remote that fleet workers can fetch the claimed commit from "
                         "(--remote, `remote:` in reconciler.yaml, or the branch's upstream)", EXIT_USAGE)
-    from reconciler.run.fleet.executor import CeleryExecutor
+    import os
 
-    return CeleryExecutor(config.broker, repo_url)
+    from reconciler.run.fleet.executor import ALLOW_UNSAFE_ENV, CeleryExecutor
+
+    return CeleryExecutor(config.broker, repo_url, on_log=on_log,
+                          allow_unsafe_broker=os.environ.get(ALLOW_UNSAFE_ENV) == "1")

@@ -196,7 +196,8 @@ def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, 
     config = chosen_config(options.executor, settings.executor, options.env)
     repo_url = (git.remote_url(repo, remote) if remote else None) or str(repo.root)
     executor = create_executor(config, run=lambda task: holder[0].run_local(task),
-                               workers=settings.job_concurrency * settings.concurrency, repo_url=repo_url)
+                               workers=settings.job_concurrency * settings.concurrency, repo_url=repo_url,
+                               on_log=lambda task, line: holder[0].log_line(task, line))
     work_root = repo.state_dir / "work"
     pool = DriverPool(DriverContext(repo.root, None, options.env, work_root=work_root, add_secret=redactor.add))
     ctx = RunContext(repo_root=repo.root, env=options.env, redactor=redactor, sink=writer, executor=executor,

@@ -25,7 +25,8 @@ INSTALL_HINT = "pip install 'gitops-reconciler[fleet]'"
 def require(what: str = "fleet mode") -> None:
     """Exit 2 with the install command when Celery or the Redis client is missing."""
     missing = []
-    for module in ("celery", "redis"):
+    # kombu.transport.redis: the broker transport itself, whose own imports (e.g. `packaging`) can be missing
+    for module in ("celery", "redis", "kombu.transport.redis"):
         try:
             found = importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):

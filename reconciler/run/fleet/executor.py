@@ -24,11 +24,12 @@ from typing import Any
 from reconciler.drivers.base import Outcome
 from reconciler.run.executors import ExecutorUnavailable, Known, OnDone, UserTask
 from reconciler.run.fleet import keys
-from reconciler.run.fleet.app import connection_errors, make_app, redis_client, unreachable
+from reconciler.run.fleet.app import broker_safety, connection_errors, make_app, masked, redis_client, unreachable
 from reconciler.run.fleet.fence import Decision, Fences, FenceState, parse
 from reconciler.run.fleet.runtime import task_message
 
 SWEEP_CHUNK = 500
+ALLOW_UNSAFE_ENV = "RECONCILER_ALLOW_UNSAFE_BROKER"
 UNKNOWN_FENCE = ("interrupted while its deployment may have been running, and the fleet broker has no record "
                  "of it (no fence for this build: dispatched by another executor, or expired); not run again "
                  "(see `reconciler retry`)")
@@ -48,7 +49,7 @@ class CeleryExecutor:
 
     def __init__(self, broker_url: str, repo_url: str, *, poll_seconds: float = 1.0, sweep_seconds: float = 5.0,
                  redispatch_after: float = 30.0, unavailable_after: float = 30.0, publishers: int = 8,
-                 on_log: Callable[[UserTask, str], None] | None = None) -> None:
+                 on_log: Callable[[UserTask, str], None] | None = None, allow_unsafe_broker: bool = False) -> None:
         self.broker_url = broker_url
         self.repo_url = repo_url
         self.poll_seconds = poll_seconds
@@ -58,11 +59,21 @@ class CeleryExecutor:
         self.on_log = on_log
         self.client = redis_client(broker_url)
         self._errors = connection_errors()
+        import redis
+
+        # also refused before any claim: a wrong DB index or password
+        refused: tuple[type[BaseException], ...] = (*self._errors, redis.exceptions.RedisError)
         try:  # before anything is claimed: a pass whose broker is gone stops here (exit 2, one line)
             self.client.ping()
-        except self._errors as exc:
+        except refused as exc:
             self.client.close()
             raise unreachable(broker_url, exc) from None
+        unsafe = None if allow_unsafe_broker else broker_safety(self.client)
+        if unsafe:  # workers refuse it too: without this the pass would claim, dispatch and wait for nobody
+            self.client.close()
+            raise ExecutorUnavailable(f"the fleet broker {masked(broker_url)} is not safe for fences: {unsafe}; "
+                                      f"nothing was claimed (workers refuse it too; {ALLOW_UNSAFE_ENV}=1 uses it "
+                                      "anyway, like `reconciler worker --allow-unsafe-broker`)")
         self.fences = Fences(self.client)
         self.app = make_app(broker_url, publisher=True)
         self._pending: dict[str, _Pending] = {}
@@ -159,6 +170,27 @@ class CeleryExecutor:
 
     def failure(self) -> ExecutorUnavailable | None:
         return self._failure or self._publish_error
+
+    def abandon_unstarted(self, build_id: str, block: int, users: list[str]) -> set[str]:
+        """Users whose fence no worker has taken: the pass stops waiting for them (SIGTERM with no worker
+        running must not hang). A worker may still run such a task later, once (the fence); the next pass
+        finds its outcome in the fence (`resume`), or submits it again if it never ran."""
+        with self._lock:
+            pending = {f"{build_id}/{block}/{u}": self._pending[f"{build_id}/{block}/{u}"] for u in users
+                       if f"{build_id}/{block}/{u}" in self._pending}
+        if not pending:
+            return set()
+        try:
+            decisions = self.fences.observe_many([(k, p.task.idempotent) for k, p in pending.items()])
+        except self._errors:
+            return set()  # the broker is gone: failure() ends the wait anyway
+        left: set[str] = set()
+        with self._lock:
+            for (key, entry), decision in zip(pending.items(), decisions, strict=True):
+                if decision.verdict == "absent" and self._pending.get(key) is entry:
+                    del self._pending[key]
+                    left.add(entry.task.user)
+        return left
 
     def in_flight(self) -> int:
         with self._lock:
