@@ -162,6 +162,10 @@ def test_status_on_a_terminal_fits_it_and_wide_shows_every_column(make_repo: Cal
     assert row["build_id"] not in screen  # the full id does not fit: `-o wide` shows it
     wide = run_on_terminal(["status", "-o", "wide"], repo, columns=200)
     assert "MODULE TYPE" in wide and "ORGANIZATION" in wide and rows[1]["build_id"] in wide
+    short = make_repo("short", jobs={"a1": OK_JOB, "b2": OK_JOB})  # short names leave a narrow screen room for it
+    assert run_cli("reconcile", "--repo", str(short)).returncode == 0
+    narrow = run_on_terminal(["status"], short, columns=62)
+    assert "ENVIRONMENT" in narrow and all(len(line) <= 62 for line in narrow.splitlines()), narrow
     piped = run_cli("status", "--repo", str(repo)).stdout.splitlines()  # not a terminal: as before
     assert piped[0].startswith("JOB\tBUILD_ID\t") and len(piped) == 3
     assert any(rows[0]["build_id"] in line for line in piped)

@@ -62,7 +62,7 @@ def print_job_lines(rows: list[dict[str, Any]]) -> None:
     widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(heads)]
     widths[2] = min(widths[2], 24)
     fixed = widths[1] + widths[2] + widths[3] + widths[4] + 2 * 4
-    if console.width - fixed < 12:  # a narrow terminal: the environment goes first
+    if console.width - fixed < min(12, widths[0]):  # too narrow for the job names: the environment goes first
         widths[2] = 0
         fixed = widths[1] + widths[3] + widths[4] + 2 * 3
     widths[0] = max(3, min(widths[0], console.width - fixed))
