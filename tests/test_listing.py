@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import re
 import shutil
-import signal
-import struct
 import subprocess
-import sys
-import termios
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,19 +13,8 @@ from reconciler.core.listing import Query, job_rows
 from reconciler.ledger import git as gitmod
 from reconciler.ledger.listing_cache import FILE_NAME, load_listing
 from reconciler.ledger.load import load_commit_state
-from tests.support.cli import run_cli
-from tests.support.repos import GIT_ENV, commit_all, git, write
-
-OK_JOB = "blocks:\n  - {definition: app, server: srv, users: all, content_tokens: {greeting: hi}}\n"
-BROKEN_FOR_U2 = """\
-blocks:
-  - definition: app
-    server: srv
-    users: [u1, u2]
-    content_tokens: {greeting: hi}
-    user_tokens:
-      u2: {content_tokens: {greeting: 'say "hi"'}}
-"""
+from tests.support.cli import run_cli, run_on_terminal
+from tests.support.repos import BROKEN_FOR_U2, GIT_ENV, OK_JOB, commit_all, git, write
 
 
 def counting_git(tmp_path: Path) -> tuple[dict[str, str], Path]:
@@ -114,37 +97,6 @@ def test_listing_sorts_searches_counts_and_pages(make_repo: Callable[..., Path])
     paged = listing.select(Query(sort="name", per_page=3, page=2))
     assert [e.job for e in paged.entries] == ["gamma-draft"] and paged.pages == 2
     assert listing.select(Query(page=9)).entries == []
-
-
-def run_on_terminal(args: list[str], cwd: Path, columns: int = 80, env: dict[str, str] | None = None,
-                    on_output: Callable[[str], bool | None] | None = None) -> str:
-    """Run the CLI with a pseudo-terminal of `columns` columns as stdout; its output, colours removed.
-    `on_output` sees the output so far each time more arrives (to act on what the screen shows); when it
-    returns True the process gets SIGTERM (to stop a daemon)."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    full_env = {**os.environ, **GIT_ENV, "TERM": "xterm", "COLUMNS": str(columns), **(env or {})}
-    full_env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=cwd, stdin=slave, stdout=slave,
-                            stderr=slave, env=full_env)
-    os.close(slave)
-    chunks = []
-    stopped = False
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-        if on_output is not None and on_output(b"".join(chunks).decode("utf-8", "replace")) and not stopped:
-            proc.send_signal(signal.SIGTERM)
-            stopped = True
-    os.close(master)
-    assert proc.wait(60) == 0
-    text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
 
 
 def test_status_on_a_terminal_fits_it_and_wide_shows_every_column(make_repo: Callable[..., Path]) -> None:

@@ -15,20 +15,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.cli import main
-from tests.support.cli import run_cli
-from tests.support.repos import GIT_ENV, commit_all, git, write
-from tests.test_listing import run_on_terminal
-
-OK_JOB = "blocks:\n  - {definition: app, server: srv, users: all, content_tokens: {greeting: hi}}\n"
-BROKEN_FOR_U2 = """\
-blocks:
-  - definition: app
-    server: srv
-    users: [u1, u2]
-    content_tokens: {greeting: hi}
-    user_tokens:
-      u2: {content_tokens: {greeting: 'say "hi"'}}
-"""
+from tests.support.cli import run_cli, run_on_terminal
+from tests.support.repos import BROKEN_FOR_U2, GIT_ENV, OK_JOB, commit_all, git, write
 
 
 def clone_of_bare(tmp_path: Path, make_repo: Callable[..., Path], jobs: dict[str, str]) -> tuple[Path, Path]:

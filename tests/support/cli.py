@@ -5,12 +5,16 @@ signals, kills, concurrency, failpoints, the installed command). Both return ret
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import os
+import re
 import signal
+import struct
 import subprocess
 import sys
-from collections.abc import Iterator
+import termios
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,3 +107,34 @@ def _signal_handlers_kept() -> Iterator[None]:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def run_on_terminal(args: list[str], cwd: Path, columns: int = 80, env: dict[str, str] | None = None,
+                    on_output: Callable[[str], bool | None] | None = None) -> str:
+    """Run the CLI with a pseudo-terminal of `columns` columns as stdout; its output, colours removed.
+    `on_output` sees the output so far each time more arrives (to act on what the screen shows); when it
+    returns True the process gets SIGTERM (to stop a daemon)."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    full_env = {**os.environ, **GIT_ENV, "TERM": "xterm", "COLUMNS": str(columns), **(env or {})}
+    full_env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=cwd, stdin=slave, stdout=slave,
+                            stderr=slave, env=full_env)
+    os.close(slave)
+    chunks = []
+    stopped = False
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if on_output is not None and on_output(b"".join(chunks).decode("utf-8", "replace")) and not stopped:
+            proc.send_signal(signal.SIGTERM)
+            stopped = True
+    os.close(master)
+    assert proc.wait(60) == 0
+    text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)

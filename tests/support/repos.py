@@ -50,6 +50,18 @@ blocks:
     content_tokens: {greeting: "%s"}
 """
 
+# A job of `app` on `srv` for every user; one whose rendered content breaks for u2 (a quote in JSON).
+OK_JOB = "blocks:\n  - {definition: app, server: srv, users: all, content_tokens: {greeting: hi}}\n"
+BROKEN_FOR_U2 = """\
+blocks:
+  - definition: app
+    server: srv
+    users: [u1, u2]
+    content_tokens: {greeting: hi}
+    user_tokens:
+      u2: {content_tokens: {greeting: 'say "hi"'}}
+"""
+
 
 def flow_job(users: str = "[u1]", greeting: str = "hi") -> str:
     """A one-block job of `app` on `srv` in one line of flow style, e.g. for `users` "[u1, u2]" or "all"."""

@@ -175,9 +175,9 @@ class CeleryExecutor:
         """Users whose fence no worker has taken: the pass stops waiting for them (SIGTERM with no worker
         running must not hang). A worker may still run such a task later, once (the fence); the next pass
         finds its outcome in the fence (`resume`), or submits it again if it never ran."""
+        keys_ = [f"{build_id}/{block}/{u}" for u in users]  # UserTask.key
         with self._lock:
-            pending = {f"{build_id}/{block}/{u}": self._pending[f"{build_id}/{block}/{u}"] for u in users
-                       if f"{build_id}/{block}/{u}" in self._pending}
+            pending = {k: self._pending[k] for k in keys_ if k in self._pending}
         if not pending:
             return set()
         try:
