@@ -4,6 +4,7 @@ for a committed repo go out, outcomes come back through the fences to on_done, e
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -306,3 +307,30 @@ def test_resume_never_reruns_a_started_user_this_broker_has_no_record_of(tmp_pat
         assert known[absorbs.key] is None
         redis_server.client().set(keys.build_marker(forgotten.build_id), "1")  # this broker dispatched it
         assert executor.resume([forgotten], lambda t, o: None) == {forgotten.key: None}
+
+
+def test_busy_workers_outlive_a_short_broker_restart(tmp_path: Path, fleet: Fleet, redis_server: RedisServer) -> None:
+    """Workers holding unacknowledged messages when the broker restarts reconnect and keep working (celery 5.7.0's
+    consumer crashed the worker on this path: an AttributeError while restoring the unacknowledged messages)."""
+    users = [f"u{i}" for i in range(8)]
+    log = tmp_path / "effects.jsonl"
+    repo, remote = fleet_repo(tmp_path, {"srv": (effect_driver(log, 4.0), users)},
+                              {"job1": job_yaml([block("srv")])})
+    workers = [fleet.start(concurrency=2) for _ in range(2)]
+    tasks = tasks_for(repo, "job1", "srv", users)
+    collected = Collected()
+    executor = CeleryExecutor(redis_server.url, str(remote), sweep_seconds=1, redispatch_after=5)
+    try:
+        for task in tasks:
+            executor.submit(task, collected)
+        wait_for(lambda: sum(e["kind"] == "started" for e in effects(log)) >= 2, 60, "calls to start")
+        redis_server.stop()
+        time.sleep(2)
+        redis_server.start()
+        outcomes = collected.wait(len(users), timeout=120)
+    finally:
+        executor.close(wait=False)
+    dead = [w.log.read_text()[-1500:] for w in workers if w.proc.poll() is not None]
+    assert not dead, f"a worker died on the broker restart: {dead[0]}"
+    assert set(outcomes) == {t.key for t in tasks}
+    assert all(n == 1 for n in effect_counts(log).values())
