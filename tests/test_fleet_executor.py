@@ -314,7 +314,7 @@ def test_busy_workers_outlive_a_short_broker_restart(tmp_path: Path, fleet: Flee
     consumer crashed the worker on this path: an AttributeError while restoring the unacknowledged messages)."""
     users = [f"u{i}" for i in range(8)]
     log = tmp_path / "effects.jsonl"
-    repo, remote = fleet_repo(tmp_path, {"srv": (effect_driver(log, 4.0), users)},
+    repo, remote = fleet_repo(tmp_path, {"srv": (effect_driver(log, 2.0), users)},
                               {"job1": job_yaml([block("srv")])})
     workers = [fleet.start(concurrency=2) for _ in range(2)]
     tasks = tasks_for(repo, "job1", "srv", users)
