@@ -68,6 +68,10 @@ class Driver(ABC):
 
     #: whether re-running `apply` for a user already deployed is harmless (crash recovery relies on it)
     idempotent_apply: ClassVar[bool] = True
+    #: whether a call is short and in-process (no network, no child process to wait for): the thread executor
+    #: then runs it on the build's own thread, where handing it to a pool thread would cost more than the call
+    #: (a pass over 1,000 local jobs: 9 s with 16 pool threads contending for the interpreter, 6.6 s inline)
+    inline_calls: ClassVar[bool] = False
 
     def __init__(self, settings: dict[str, Any], context: DriverContext) -> None:
         self.settings = settings

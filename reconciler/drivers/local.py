@@ -19,6 +19,7 @@ _RESERVED = ("servers", "definitions", "jobs", ".git")
 
 class LocalDriver(Driver):
     idempotent_apply = True
+    inline_calls = True  # a few file writes and renames per user
 
     @classmethod
     def settings_problems(cls, settings: dict[str, Any], repo: Settings) -> list[SettingsProblem]:

@@ -50,6 +50,7 @@ Events = Callable[[str, dict[str, object]], None]
 MAX_REJECTIONS = 60  # compare-and-swaps lost in a row before the pass gives up (the branch keeps moving)
 HUMAN_ACTIVE_SECONDS = 30  # a human commit this recent on the branch: our pushes are spaced out
 PACE_FILE = "pace.json"
+FOLLOW_SECONDS = 10.0  # at most so often during a pass, the clone's working tree is brought along
 BUSY_COMMITS = 10  # commits in HUMAN_ACTIVE_SECONDS that make a branch busy (several writers)
 HUMAN_PACE_SECONDS = 6.0  # then at most one push of ours every so many seconds (8 reconcilers: ~1.3 pushes/s)
 
@@ -138,6 +139,9 @@ class LedgerWriter:
         self.events = events or (lambda event, data: None)
         self.lease_seconds = lease_seconds
         self.checkpoint_seconds = checkpoint_seconds
+        # the clone's branch and ledger files follow our commits during a pass for people looking at it (every
+        # commit is already durable without them): a git checkout each time would cost the writer a process
+        self._follow_seconds = max(checkpoint_seconds, FOLLOW_SECONDS)
         self.checkout = checkout
         self.objects = ObjectWriter(*git.object_store(repo))
         self.commits = 0
@@ -161,6 +165,7 @@ class LedgerWriter:
         if remote is not None:
             self._note_humans(tip)
         self._trees: tuple[TreeIndex, TreeIndex, TreeIndex] | None = None
+        self._job_blobs: dict[bytes, str] = {}
         self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
         self._thread.start()
 
@@ -239,6 +244,12 @@ class LedgerWriter:
                 build.expedite = True
                 self._cond.notify_all()
             return done
+
+    def wait_settled(self, build_ids: list[str], timeout: float) -> None:
+        """Until one of these builds has nothing left to write (see `settled`), or `timeout` seconds."""
+        with self._cond:
+            self._cond.wait_for(lambda: any(self._builds.get(b) is None or self._builds[b].lost is not None
+                                            for b in build_ids), timeout)
 
     def lease_age(self, build_id: str) -> float:
         """Seconds since the newest durable lease of the build was computed (infinite before any)."""
@@ -322,7 +333,7 @@ class LedgerWriter:
                     if self._closing and (not self._dirty() or self._unreachable or self._broken):
                         finished = True
                         break
-                    if self._unsynced and time.monotonic() - self._last_follow >= self.checkpoint_seconds:
+                    if self._unsynced and time.monotonic() - self._last_follow >= self._follow_seconds:
                         batch = []  # nothing to commit, but the clone is behind our commits: bring it along
                         break
                     self._cond.wait(timeout=0.05)
@@ -512,13 +523,27 @@ class LedgerWriter:
     def _load_trees(self) -> tuple[TreeIndex, TreeIndex, TreeIndex]:
         """The root, ledger and logs trees of `base`, kept up to date by our own commits."""
         if self._trees is None:
-            specs = [f"{self.base}^{{tree}}", f"{self.base}:{self.ledger_dir}", f"{self.base}:{self.ledger_dir}/logs"]
+            specs = [f"{self.base}^{{tree}}", f"{self.base}:{self.ledger_dir}", f"{self.base}:{self.ledger_dir}/logs",
+                     f"{self.base}:jobs"]
             found = git.read_objects(self.repo, specs)
             width = self.objects.width
-            trees = [TreeIndex(parse_tree(found[s][1], width) if found.get(s) and found[s][0] == "tree" else {})
-                     for s in specs]
-            self._trees = (trees[0], trees[1], trees[2])
+            parsed = [parse_tree(found[s][1], width) if found.get(s) and found[s][0] == "tree" else {} for s in specs]
+            self._trees = (TreeIndex(parsed[0]), TreeIndex(parsed[1]), TreeIndex(parsed[2]))
+            # our commits never change jobs/: what a claim's fence needs of it holds for every commit of ours
+            self._job_blobs = {b"jobs/" + name: entry.oid.hex() for name, entry in parsed[3].items()
+                               if not entry.is_tree}
         return self._trees
+
+    def _claims_known_here(self, tip: str, builds: list[_Build]
+                           ) -> dict[str, tuple[dict[str, object] | None, str | None, str | None]]:
+        """What `_records_at` would read from git for claims at our own base, answered from the trees we keep
+        (no record file: nothing to read; the job file's blob from jobs/): claims need no git process each."""
+        if self._trees is None or tip != self.base:  # the kept trees are always those of `base`
+            return {}
+        ledger = self._trees[1]
+        return {b.record.build_id: (None, self._job_blobs.get(b.fence.job_path.encode()), None) for b in builds
+                if b.fence.build_id is None and b.fence.job_path is not None and b.fence.job_path.startswith("jobs/")
+                and "/" not in b.fence.job_path[5:] and f"{b.job}.json".encode() not in ledger.names}
 
     def _build_commit(self, files: dict[str, bytes], records: list[tuple[str, LedgerRecord]]) -> str:
         """One commit on `base` with `files` (ledger paths) set. Updates the kept trees in place: a commit
@@ -567,10 +592,10 @@ class LedgerWriter:
         self._follow(force=False)
 
     def _follow(self, force: bool) -> None:
-        """Bring the clone along (local branch, ledger files): at most every checkpoint_seconds, and at the end."""
+        """Bring the clone along (local branch, ledger files): at most every `_follow_seconds`, and at the end."""
         if self.checkout is None or not self._unsynced or self.commits == 0:
             return
-        if not force and time.monotonic() - self._last_follow < self.checkpoint_seconds:
+        if not force and time.monotonic() - self._last_follow < self._follow_seconds:
             return
         paths, self._unsynced = sorted(self._unsynced), set()
         try:
@@ -619,13 +644,16 @@ class LedgerWriter:
 
     def _records_at(self, tip: str, builds: list[_Build]
                     ) -> dict[str, tuple[dict[str, object] | None, str | None, str | None]]:
+        out = self._claims_known_here(tip, builds)
+        builds = [b for b in builds if b.record.build_id not in out]
+        if not builds:
+            return out
         specs = []
         for build in builds:
             specs.append(f"{tip}:{self.ledger_dir}/{build.job}.json")
             if build.fence.job_path:
                 specs.append(f"{tip}:{build.fence.job_path}")
         found = git.read_objects(self.repo, specs)
-        out: dict[str, tuple[dict[str, object] | None, str | None, str | None]] = {}
         for build in builds:
             raw = found.get(f"{tip}:{self.ledger_dir}/{build.job}.json")
             data: dict[str, object] | None = None

@@ -10,7 +10,6 @@ few hundred commits, not tens of thousands, and one slow job no longer holds up 
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -119,8 +118,8 @@ class BuildScheduler:
                         ready.remove((runner, kind))
                 if not running:
                     if (pending or ready) and not self.ctx.stop.is_set() and not self.outcomes.unavailable:
-                        if ready and self.finishing:
-                            time.sleep(0.02)  # a conflicting build waits for its predecessor's final commit
+                        if ready and self.finishing:  # a conflicting build waits for its predecessor's final commit
+                            self.writer.wait_settled([r.record.build_id for r in self.finishing], 0.05)
                         continue
                     break
                 waiting = pending or (ready and self.finishing)
@@ -140,21 +139,26 @@ class BuildScheduler:
         same server run in claim order, one after the other (the older one's content must not land last)."""
         # a build's targets stay busy until its final record is durable: after a crash, recovery re-applies
         # unsaved results in claim order, so a newer build must not have applied on top meanwhile
-        wanted = {target for runner, _ in ready for target in _targets(runner)}
-        self.finishing = [r for r in self.finishing
-                          if not self.writer.settled(r.record.build_id, expedite=bool(_targets(r) & wanted))]
-        busy_runners = [*running.values(), *self.finishing]
-        blocked = {target for runner in busy_runners for target in _targets(runner)}
+        self.finishing = [r for r in self.finishing if not self.writer.settled(r.record.build_id)]
+        blocked = {target for runner in [*running.values(), *self.finishing] for target in _targets(runner)}
         chosen: list[tuple[JobRunner, str]] = []
+        held: set[tuple[str, str]] = set()  # targets of ready builds that wait for a busy one
         for runner, kind in ready:
             if busy + len(chosen) >= self.job_concurrency:
                 break
             targets = _targets(runner)
             if targets & blocked:
+                held |= targets & blocked
                 blocked |= targets  # later builds on these targets wait for this one too
                 continue
             blocked |= targets
             chosen.append((runner, kind))
+        if held and busy + len(chosen) < self.job_concurrency:
+            # a free slot waits for a final record: have it committed now, not at the next tick. While every slot
+            # is busy anyway, finals ride along with the next commit (claims, the tick): one commit, not one each
+            for runner in self.finishing:
+                if _targets(runner) & held:
+                    self.writer.settled(runner.record.build_id, expedite=True)
         return chosen
 
     def _claim(self, jobs: list[str]) -> list[tuple[JobRunner, str]]:

@@ -66,7 +66,8 @@ class Executor(Protocol):
     fenced: bool
 
     def submit(self, task: UserTask, on_done: OnDone) -> None:
-        """Start the deployment; never blocks for the driver call. `on_done` is called exactly once."""
+        """Start the deployment; never blocks for a long driver call (a driver with `inline_calls` may run
+        there and then: its calls are short). `on_done` is called exactly once."""
 
     def resume(self, tasks: list[UserTask], on_done: OnDone) -> dict[str, Known]:
         """For a recovered build: what is known of these users (by `UserTask.key`). A "running" one
@@ -86,13 +87,15 @@ class Executor(Protocol):
 
 
 class ThreadExecutor:
-    """In-process: `run(task)` (the engine's prepared driver call) on a bounded thread pool."""
+    """In-process: `run(task)` (the engine's prepared driver call) on a bounded thread pool; a driver whose calls
+    are short and in-process (`Driver.inline_calls`) runs on the submitting build's thread instead."""
 
     fenced = False
 
     def __init__(self, run: Callable[[UserTask], Outcome], workers: int) -> None:
         self._run = run
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="user")
+        self._inline: dict[str, bool] = {}
 
     def submit(self, task: UserTask, on_done: OnDone) -> None:
         def call() -> None:
@@ -102,7 +105,20 @@ class ThreadExecutor:
                 outcome = Outcome("FAILED", f"driver error: {type(exc).__name__}: {exc}")
             on_done(task, outcome)
 
-        self._pool.submit(call)
+        if self._runs_inline(task.driver_type):
+            call()
+        else:
+            self._pool.submit(call)
+
+    def _runs_inline(self, kind: str) -> bool:
+        if kind not in self._inline:
+            from reconciler import drivers
+
+            try:
+                self._inline[kind] = bool(drivers.driver_class(kind).inline_calls)
+            except Exception:  # an unknown or broken plugin: the pool (where its failure is reported per user)
+                self._inline[kind] = False
+        return self._inline[kind]
 
     def resume(self, tasks: list[UserTask], on_done: OnDone) -> dict[str, Known]:
         return {task.key: None for task in tasks}  # a previous process's threads died with it
