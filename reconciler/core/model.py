@@ -25,7 +25,7 @@ TokenValue = str | int | float | bool | SecretRef
 def token_value(raw: Any) -> TokenValue:
     if isinstance(raw, dict):
         return SecretRef(str(raw["secret"]))
-    assert isinstance(raw, str | int | float | bool)
+    assert isinstance(raw, (str, int, float, bool))  # a tuple: checked 100,000s of times by a cold load
     return raw
 
 

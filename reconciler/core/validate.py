@@ -171,14 +171,15 @@ def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_
         job_parsed = parsed.get(jf.path)
         if job_parsed is None or jf.problems or job_parsed.data is None:
             continue
-        jf.problems = _check_job(jf, job_parsed, servers, definitions, broken, settings)
+        blocks = tuple(block_from_data(i, b) for i, b in enumerate(job_parsed.data["blocks"]))  # once: checked, kept
+        jf.problems = _check_job(jf, job_parsed, blocks, servers, definitions, broken, settings)
         problems.extend(jf.problems)
         if not jf.problems:
-            jf.job = _job_from(jf, job_parsed.data)
+            jf.job = _job_from(jf, job_parsed.data, blocks)
     return Desired(settings, servers, definitions, job_files, content, problems, files)
 
 
-def _job_from(jf: JobFile, data: dict[str, Any]) -> Job:
+def _job_from(jf: JobFile, data: dict[str, Any], blocks: tuple[Block, ...]) -> Job:
     return Job(
         name=jf.name,
         path=jf.path,
@@ -188,7 +189,7 @@ def _job_from(jf: JobFile, data: dict[str, Any]) -> Job:
         run_at=parse_time(data["run_at"]) if "run_at" in data else None,
         suspend=bool(data.get("suspend", False)),
         retry_of=data.get("retry_of"),
-        blocks=tuple(block_from_data(i, b) for i, b in enumerate(data["blocks"])),
+        blocks=blocks,
         spec_digest=digest.spec_digest(data),
         after=tuple(data.get("after", ())),
     )
@@ -311,8 +312,9 @@ def value_problem(decl: TokenDecl, value: Any) -> str | None:
     return None
 
 
-def _check_job(jf: JobFile, parsed: Parsed, servers: dict[str, Server], definitions: dict[str, Definition],
-               broken: dict[tuple[str, str], str], settings: Settings) -> list[Problem]:
+def _check_job(jf: JobFile, parsed: Parsed, blocks: tuple[Block, ...], servers: dict[str, Server],
+               definitions: dict[str, Definition], broken: dict[tuple[str, str], str], settings: Settings
+               ) -> list[Problem]:
     doc = parsed.doc
     assert doc is not None and jf.data is not None
     out = ProblemList()
@@ -324,9 +326,8 @@ def _check_job(jf: JobFile, parsed: Parsed, servers: dict[str, Server], definiti
         except (ValueError, OverflowError) as exc:
             out.add(path, doc.line_of(("run_at",)), f"run_at: {run_at!r} is not a valid time ({exc})", "SCHEMA")
     jf.after_lines = after_lines(jf.data, doc)
-    for index, raw in enumerate(jf.data["blocks"]):
-        block = block_from_data(index, raw)
-        at: tuple[Any, ...] = ("blocks", index)
+    for block in blocks:
+        at: tuple[Any, ...] = ("blocks", block.index)
         server = servers.get(block.server)
         definition = definitions.get(block.definition)
         for kind, name, found in (("server", block.server, server), ("definition", block.definition, definition)):
