@@ -69,8 +69,9 @@ class Driver(ABC):
     #: whether re-running `apply` for a user already deployed is harmless (crash recovery relies on it)
     idempotent_apply: ClassVar[bool] = True
     #: whether a call is short and in-process (no network, no child process to wait for): the thread executor
-    #: then runs it on the build's own thread, where handing it to a pool thread would cost more than the call
-    #: (a pass over 1,000 local jobs: 9 s with 16 pool threads contending for the interpreter, 6.6 s inline)
+    #: then runs it on the build's own thread, one user at a time, where handing it to a pool thread would
+    #: cost more than the call (16 pool threads doing file writes contend for the interpreter); a call slower
+    #: than `run.executors.INLINE_MAX_SECONDS` sends the driver back to the pool
     inline_calls: ClassVar[bool] = False
 
     def __init__(self, settings: dict[str, Any], context: DriverContext) -> None:

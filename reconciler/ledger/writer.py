@@ -50,7 +50,6 @@ Events = Callable[[str, dict[str, object]], None]
 MAX_REJECTIONS = 60  # compare-and-swaps lost in a row before the pass gives up (the branch keeps moving)
 HUMAN_ACTIVE_SECONDS = 30  # a human commit this recent on the branch: our pushes are spaced out
 PACE_FILE = "pace.json"
-FOLLOW_SECONDS = 10.0  # at most so often during a pass, the clone's working tree is brought along
 BUSY_COMMITS = 10  # commits in HUMAN_ACTIVE_SECONDS that make a branch busy (several writers)
 HUMAN_PACE_SECONDS = 6.0  # then at most one push of ours every so many seconds (8 reconcilers: ~1.3 pushes/s)
 
@@ -139,9 +138,6 @@ class LedgerWriter:
         self.events = events or (lambda event, data: None)
         self.lease_seconds = lease_seconds
         self.checkpoint_seconds = checkpoint_seconds
-        # the clone's branch and ledger files follow our commits during a pass for people looking at it (every
-        # commit is already durable without them): a git checkout each time would cost the writer a process
-        self._follow_seconds = max(checkpoint_seconds, FOLLOW_SECONDS)
         self.checkout = checkout
         self.objects = ObjectWriter(*git.object_store(repo))
         self.commits = 0
@@ -333,7 +329,7 @@ class LedgerWriter:
                     if self._closing and (not self._dirty() or self._unreachable or self._broken):
                         finished = True
                         break
-                    if self._unsynced and time.monotonic() - self._last_follow >= self._follow_seconds:
+                    if self._unsynced and time.monotonic() - self._last_follow >= self.checkpoint_seconds:
                         batch = []  # nothing to commit, but the clone is behind our commits: bring it along
                         break
                     self._cond.wait(timeout=0.05)
@@ -592,10 +588,10 @@ class LedgerWriter:
         self._follow(force=False)
 
     def _follow(self, force: bool) -> None:
-        """Bring the clone along (local branch, ledger files): at most every `_follow_seconds`, and at the end."""
+        """Bring the clone along (local branch, ledger files): at most every checkpoint_seconds, and at the end."""
         if self.checkout is None or not self._unsynced or self.commits == 0:
             return
-        if not force and time.monotonic() - self._last_follow < self._follow_seconds:
+        if not force and time.monotonic() - self._last_follow < self.checkpoint_seconds:
             return
         paths, self._unsynced = sorted(self._unsynced), set()
         try:

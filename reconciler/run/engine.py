@@ -356,9 +356,12 @@ class JobRunner:
         while True:
             if items and not aborted and stopped is None and not self.ctx.stop.is_set():
                 stopped = self._may_start()
-                free = self.ctx.concurrency - len(in_flight)
+                # calls the executor runs there and then (short, in-process) are handed over one at a time, so
+                # that the lease, the fence and a stop are checked before each user, as for a wave
+                width = 1 if self.ctx.executor.inline(server.driver_type) else self.ctx.concurrency
+                free = width - len(in_flight)
                 # a wave whose markers cost a durable commit waits for half the slots (fewer, larger commits)
-                wave_min = max(1, self.ctx.concurrency // 2) if markers and in_flight else 1
+                wave_min = max(1, width // 2) if markers and in_flight else 1
                 if stopped is None and free >= min(wave_min, len(items)):
                     # max_parallel: wait a moment for a slot only when nothing of ours is running to free one
                     slots = limits.take(server.name, min(free, len(items)), wait=0 if in_flight else 0.5)

@@ -14,6 +14,7 @@ previous owner had handed out, so nothing is run twice that a fence says ran or 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -85,6 +86,13 @@ class Executor(Protocol):
         executor stops waiting for). Their tasks may still run later, once: their fences outlive the pass
         and the next pass collects the outcome. The thread pool starts every task it takes: none."""
 
+    def inline(self, driver_type: str) -> bool:
+        """Whether `submit` runs this driver's calls there and then, on the caller's thread. The engine then
+        hands them over one at a time, so that it checks its lease, its fence and a stop before each user."""
+
+
+INLINE_MAX_SECONDS = 0.05  # a driver's call that took longer goes to the pool from then on (e.g. a slow mount)
+
 
 class ThreadExecutor:
     """In-process: `run(task)` (the engine's prepared driver call) on a bounded thread pool; a driver whose calls
@@ -105,20 +113,23 @@ class ThreadExecutor:
                 outcome = Outcome("FAILED", f"driver error: {type(exc).__name__}: {exc}")
             on_done(task, outcome)
 
-        if self._runs_inline(task.driver_type):
-            call()
-        else:
+        if not self.inline(task.driver_type):
             self._pool.submit(call)
+            return
+        began = time.monotonic()
+        call()
+        if time.monotonic() - began > INLINE_MAX_SECONDS:  # not short after all: the block's concurrency is worth it
+            self._inline[task.driver_type] = False
 
-    def _runs_inline(self, kind: str) -> bool:
-        if kind not in self._inline:
+    def inline(self, driver_type: str) -> bool:
+        if driver_type not in self._inline:
             from reconciler import drivers
 
             try:
-                self._inline[kind] = bool(drivers.driver_class(kind).inline_calls)
+                self._inline[driver_type] = bool(drivers.driver_class(driver_type).inline_calls)
             except Exception:  # an unknown or broken plugin: the pool (where its failure is reported per user)
-                self._inline[kind] = False
-        return self._inline[kind]
+                self._inline[driver_type] = False
+        return self._inline[driver_type]
 
     def resume(self, tasks: list[UserTask], on_done: OnDone) -> dict[str, Known]:
         return {task.key: None for task in tasks}  # a previous process's threads died with it

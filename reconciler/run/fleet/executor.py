@@ -192,6 +192,9 @@ class CeleryExecutor:
                     left.add(entry.task.user)
         return left
 
+    def inline(self, driver_type: str) -> bool:
+        return False  # every user is a task on a worker
+
     def in_flight(self) -> int:
         with self._lock:
             return len(self._pending)
