@@ -1,7 +1,8 @@
 """The chaos harness (benchmarks/chaos.py, issue 12) as tests: random SIGKILLs of whole reconciler process
 groups (some aimed at `git push`, some at a running driver command), SIGSTOP pauses beyond the lease,
 two host names, a human pushing, and then every guarantee checked from the remote's history and the
-effect logs. CI runs it at 6 clones, 20 jobs, 50 kills; `-m "not slow"` leaves only the small variant.
+effect logs. CI runs it at 6 clones, 20 jobs, 50 kills (the small variants are in test_chaos_small.py, so
+that xdist runs them on another worker).
 
 The seed is random (printed, and in the report); `CHAOS_SEED=N` replays one.
 """
@@ -9,46 +10,14 @@ The seed is random (printed, and in the report); `CHAOS_SEED=N` replays one.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.chaos_checks import judge_effects, judge_history, read_history, tip_records
+from tests.support.chaos_harness import assert_really_attacked, run_harness, verdict
 from tests.support.chaos_world import HUMAN_ENV, ROOT, World, git, write
-
-HARNESS = ROOT / "benchmarks" / "chaos.py"
-
-
-def run_harness(work: Path, *args: str, timeout: float) -> dict[str, Any]:
-    seed = os.environ.get("CHAOS_SEED")
-    argv = [sys.executable, str(HARNESS), "--work", str(work), *args, *(["--seed", seed] if seed else [])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-    assert proc.stdout.strip(), f"the harness printed no report (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-    report: dict[str, Any] = json.loads(proc.stdout)
-    print(json.dumps(report, indent=1)[:6000])
-    assert proc.returncode == (0 if report["ok"] else 1), proc.stderr[-3000:]
-    return report
-
-
-def assert_really_attacked(report: dict[str, Any], kills: int, http: bool = True) -> None:
-    """The run cannot pass by doing nothing: every kill landed, and the drivers had work (`http`: the http
-    target too; under `on_interrupt: fail` a small run's kills can end every http build before its calls)."""
-    assert report["kills"]["done"] == kills, report["kills"]
-    assert report["passes"]["killed"] == kills, report["passes"]
-    assert report["effects"]["command_effects"] > 0, report["effects"]
-    assert not http or report["effects"]["http_puts"] > 0, report["effects"]
-    assert report["human"]["pushes"] > 0, report["human"]
-
-
-def verdict(report: dict[str, Any]) -> str:
-    failed = {name: report["checks"][name] for name in report["failed"]}
-    return (f"seed {report['config']['seed']}: guarantees broken: {json.dumps(failed)}\n"
-            f"(details in {report['config']['work']}/report-full.json and timeline.jsonl)")
 
 
 @pytest.mark.slow
@@ -62,20 +31,6 @@ def test_chaos_at_ci_size(tmp_path: Path) -> None:
                          "--lease-seconds", "10", "--human-max-attempts", "8", timeout=1100)
     assert_really_attacked(report, 50)
     assert report["kills"]["by_aim"].get("push", 0) > 0, report["kills"]
-    assert report["ok"], verdict(report)
-
-
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("on_interrupt", ["resume", "fail"])
-def test_chaos_small(tmp_path: Path, on_interrupt: str) -> None:
-    """2 clones, 6 jobs, 10 kills: for development, and for `on_interrupt: fail` (a user whose command had
-    started is FAILED, never NOT_RUN)."""
-    # under `fail` every build a kill lands in ends there: more jobs, so that both drivers still get work
-    jobs = "6" if on_interrupt == "resume" else "12"
-    report = run_harness(tmp_path / "chaos", "--clones", "2", "--jobs", jobs, "--users", "3", "--kills", "10",
-                         "--pauses", "1", "--partitions", "1", "--on-interrupt", on_interrupt,
-                         "--settle-timeout", "100", "--human-max-attempts", "8", timeout=540)
-    assert_really_attacked(report, 10, http=on_interrupt == "resume")
     assert report["ok"], verdict(report)
 
 
