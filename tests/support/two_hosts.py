@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import time
@@ -233,8 +234,11 @@ def passes_until(s: Site, clone: Path, host: str, job: str, done: object, deadli
 
 
 def keep_pushing(s: Site, racers: list[Pass], round_: int) -> None:
-    """The human commits and pushes notes while any racer runs."""
+    """The human commits and pushes notes while any racer runs, a push every second or so (back to back, with
+    the suite's four workers on 2 cores, a pass could lose every compare-and-swap for minutes: a machine
+    pushing without pause, not a human)."""
     i = 0
     while any(r.proc.poll() is None for r in racers):
         i += 1
         s.push({f"notes/round-{round_}-{i}.txt": f"{time.time()}\n"}, f"human: note {round_}.{i}")
+        time.sleep(random.uniform(0.3, 1.0))
