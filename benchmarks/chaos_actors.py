@@ -155,7 +155,7 @@ class Harness:
 
     def kill(self, runner: Runner, pid: int, aim: str, detail: str = "", also: tuple[int, ...] = ()) -> bool:
         with runner.lock:
-            if runner.live_pid() != pid:
+            if runner.live_pid() != pid or pid in runner.killed_pids:  # once: a killed pass may not be reaped yet
                 return False
             runner.killed_pids.add(pid)
             kill_group(pid)
