@@ -230,22 +230,28 @@ class LedgerWriter:
             build = self._builds.get(build_id)
             return build.lost if build is not None else None
 
-    def settled(self, build_id: str, expedite: bool = False) -> bool:
-        """True once nothing of the build is left to write: its final record is durable, or it is lost.
-        `expedite`: someone waits for it (a build on the same target): commit it now, not at the next tick."""
+    def settled(self, build_id: str) -> bool:
+        """True once nothing of the build is left to write: its final record is durable, or it is lost."""
+        with self._cond:
+            return self._is_settled(build_id)
+
+    def expedite(self, build_id: str) -> None:
+        """Someone waits for this build's final record (a build on the same target): commit it now, not at the
+        next tick."""
         with self._cond:
             build = self._builds.get(build_id)
-            done = build is None or build.lost is not None
-            if not done and expedite and build is not None and not build.expedite:
+            if build is not None and build.lost is None and not build.expedite:
                 build.expedite = True
                 self._cond.notify_all()
-            return done
 
     def wait_settled(self, build_ids: list[str], timeout: float) -> None:
-        """Until one of these builds has nothing left to write (see `settled`), or `timeout` seconds."""
+        """Until one of these builds is settled (see `settled`), or `timeout` seconds."""
         with self._cond:
-            self._cond.wait_for(lambda: any(self._builds.get(b) is None or self._builds[b].lost is not None
-                                            for b in build_ids), timeout)
+            self._cond.wait_for(lambda: any(self._is_settled(b) for b in build_ids), timeout)
+
+    def _is_settled(self, build_id: str) -> bool:
+        build = self._builds.get(build_id)
+        return build is None or build.lost is not None
 
     def lease_age(self, build_id: str) -> float:
         """Seconds since the newest durable lease of the build was computed (infinite before any)."""

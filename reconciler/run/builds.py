@@ -158,7 +158,7 @@ class BuildScheduler:
             # is busy anyway, finals ride along with the next commit (claims, the tick): one commit, not one each
             for runner in self.finishing:
                 if _targets(runner) & held:
-                    self.writer.settled(runner.record.build_id, expedite=True)
+                    self.writer.expedite(runner.record.build_id)
         return chosen
 
     def _claim(self, jobs: list[str]) -> list[tuple[JobRunner, str]]:
