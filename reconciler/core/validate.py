@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
@@ -37,7 +37,7 @@ from reconciler.core.timeutil import parse_time
 
 KIND_OF_DIR = {"servers": "server", "definitions": "definition", "jobs": "job"}
 ParseFn = Callable[[str, str, bytes], Parsed]  # (kind, blob id, bytes) -> Parsed
-ParseManyFn = Callable[[list[tuple[str, str, bytes]]], list[Parsed]]  # the same for a batch, in order
+ParseManyFn = Callable[[list[tuple[str, str, bytes]]], Iterable[Parsed]]  # the same for a batch, in order
 SettingsProblem = tuple[tuple[str, ...], str, str]  # (key path under driver:, message, code)
 
 
@@ -101,37 +101,43 @@ def resource_entries(entries: dict[str, Entry]) -> list[tuple[str, str, Entry]]:
 def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_parse,
                  only_jobs: set[str] | None = None, *, catalog: DriverCatalog,
                  parse_many: ParseManyFn | None = None) -> Desired:
-    """Load and validate desired state. `only_jobs`: validate just these jobs (others are listed)."""
+    """Load and validate desired state. `only_jobs`: validate just these jobs (others are listed).
+
+    Servers and definitions are parsed first, then every job is checked as its parse arrives: with a parallel
+    `parse_many` (an iterator) the cross-file checks of the first jobs overlap the parsing of the rest."""
     problems = ProblemList()
     entries = files.entries()
     resources = resource_entries(entries)
+    resources.sort(key=lambda item: item[0] == "job")  # stable: servers and definitions first, each in path order
     wanted = [e.path for kind, name, e in resources
               if kind != "job" or only_jobs is None or name in only_jobs]
     blobs = files.read_many(wanted)
-    parsed: dict[str, Parsed] = {}
-    seen: dict[tuple[str, str], str] = {}
     todo = [(kind, entry.blob, blobs[entry.path]) for kind, _, entry in resources
             if entry.path in blobs and entry.mode != MODE_LINK]
     done = iter(parse_many(todo) if parse_many is not None else [parse(*item) for item in todo])
-    for kind, name, entry in resources:
+    found: dict[str, list[Problem]] = {}  # path -> its problems
+
+    def add(path: str, line: int | None, message: str, code: str) -> None:
+        found.setdefault(path, []).append(problems.add(path, line, message, code))
+
+    first: dict[tuple[str, str], str] = {}
+    for kind, name, entry in sorted(resources, key=lambda item: item[2].path):  # ambiguous: neither file is used
+        if (kind, name) in first:
+            add(entry.path, 1, f"{kind} {name!r} is defined twice (also {first[(kind, name)]})", "NAME_DUPLICATE")
+            add(first[(kind, name)], 1, f"{kind} {name!r} is defined twice (also {entry.path})", "NAME_DUPLICATE")
+        else:
+            first[(kind, name)] = entry.path
+
+    def next_parsed(entry: Entry) -> Parsed | None:
         if entry.path not in blobs:
-            continue
+            return None
         if entry.mode == MODE_LINK:
-            result = Parsed(None, None, ())
-            problems.add(entry.path, 1, "a resource file may not be a symbolic link", "PATH_ESCAPE")
-        else:
-            result = next(done)
-        parsed[entry.path] = result
+            add(entry.path, 1, "a resource file may not be a symbolic link", "PATH_ESCAPE")
+            return Parsed(None, None, ())
+        result = next(done)
         for finding in (*result.findings, *name_findings(entry.path, result)):
-            problems.add(entry.path, finding.line, finding.message, finding.code)
-        if (kind, name) in seen:  # ambiguous: neither file is used
-            problems.add(entry.path, 1, f"{kind} {name!r} is defined twice (also {seen[(kind, name)]})",
-                         "NAME_DUPLICATE")
-            problems.add(seen[(kind, name)], 1, f"{kind} {name!r} is defined twice (also {entry.path})",
-                         "NAME_DUPLICATE")
-        else:
-            seen[(kind, name)] = entry.path
-    bad_paths = {p.path for p in problems.items}
+            add(entry.path, finding.line, finding.message, finding.code)
+        return result
 
     servers: dict[str, Server] = {}
     definitions: dict[str, Definition] = {}
@@ -140,17 +146,11 @@ def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_
     job_files: dict[str, JobFile] = {}
     # content folders live under definitions/: scan that part of the tree once, not once per definition
     definition_entries = {p: e for p, e in entries.items() if p.startswith("definitions/")}
-    for kind, name, entry in resources:
-        maybe = parsed.get(entry.path)
-        if kind == "job":
-            jf = JobFile(name, entry.path, entry.blob, maybe.data if maybe else None)
-            jf.problems = [p for p in problems.items if p.path == entry.path]
-            job_files.setdefault(name, jf)
-            continue
-        if maybe is None or entry.path in bad_paths or maybe.data is None:
+    others = [(kind, name, entry, next_parsed(entry)) for kind, name, entry in resources if kind != "job"]
+    for kind, name, entry, result in others:
+        if result is None or entry.path in found or result.data is None:
             broken[(kind, name)] = entry.path
             continue
-        result = maybe
         before = len(problems.items)
         if kind == "server":
             server = server_from_data(name, entry.path, result.data)
@@ -167,8 +167,15 @@ def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_
             else:
                 definitions.pop(name)
 
-    for jf in job_files.values():
-        job_parsed = parsed.get(jf.path)
+    for kind, name, entry in resources:
+        if kind != "job":
+            continue
+        job_parsed = next_parsed(entry)
+        jf = JobFile(name, entry.path, entry.blob, job_parsed.data if job_parsed else None)
+        jf.problems = list(found.get(entry.path, ()))
+        if name in job_files:  # the duplicate (its problem is on both files)
+            continue
+        job_files[name] = jf
         if job_parsed is None or jf.problems or job_parsed.data is None:
             continue
         blocks = tuple(block_from_data(i, b) for i, b in enumerate(job_parsed.data["blocks"]))  # once: checked, kept

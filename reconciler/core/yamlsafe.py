@@ -141,68 +141,78 @@ class _Lines:
         return bisect.bisect_left(self.breaks, mark.index) + 1
 
 
+_PLAIN_MEMO_MAX = 50_000  # distinct short plain scalars remembered (values repeat across a repo's files)
+_plain: dict[str, tuple[str, Any]] = {}  # plain scalar text -> (resolved tag, value); the values are immutable
+_resolver: Any = yaml.resolver.Resolver()
+_QUOTED = ("'", '"', "|", ">")
+
+
+def _budget_exceeded(line: int) -> YamlProblem:
+    return YamlProblem("YAML_ALIAS_BUDGET",
+                       f"YAML expands to more than {NODE_BUDGET} nodes (alias expansion or sheer size); refused", line)
+
+
 class _Builder:
+    """Builds plain data from the event stream. The hot path of every cold load (tens of thousands of files),
+    so it takes each event once (`get_event`, never a peek and a get), and looks a line up from the mark
+    directly unless the text has exotic line breaks."""
+
     def __init__(self, loader: Any, line: _Lines) -> None:
-        self.loader = loader
+        self.get = loader.get_event
         self.line = line
+        self.exotic = line.exotic
         self.doc = Document(data=None)
+        self.value_lines = self.doc.value_lines
+        self.key_lines = self.doc.key_lines
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.nodes = 0
 
-    def _count(self, n: int, line: int) -> None:
-        self.nodes += n
-        if self.nodes > NODE_BUDGET:
-            raise YamlProblem(
-                "YAML_ALIAS_BUDGET",
-                f"YAML expands to more than {NODE_BUDGET} nodes (alias expansion or sheer size); refused",
-                line,
-            )
-
     def build(self) -> Document:
-        ld = self.loader
-        ld.get_event()  # StreamStart
-        if ld.check_event(yaml.StreamEndEvent):
+        get = self.get
+        get()  # StreamStart
+        if type(get()) is yaml.StreamEndEvent:  # otherwise that was DocumentStart
             self.doc.data = None
             return self.doc
-        ld.get_event()  # DocumentStart
-        data, _ = self._node((), 0)
-        ld.get_event()  # DocumentEnd
-        if not ld.check_event(yaml.StreamEndEvent):
-            ev = ld.peek_event()
+        data, _ = self._node(get(), (), 0)
+        get()  # DocumentEnd
+        ev = get()
+        if type(ev) is not yaml.StreamEndEvent:
             raise YamlProblem("YAML_PARSE", "file holds more than one YAML document", self.line(ev.start_mark))
         self.doc.data = data
         return self.doc
 
-    def _node(self, path: Path_, depth: int) -> tuple[Any, int]:
-        """Build the next node; returns (value, node count including expansions)."""
-        ev = self.loader.get_event()
-        line = self.line(ev.start_mark)
-        if isinstance(ev, yaml.AliasEvent):
+    def _node(self, ev: Any, path: Path_, depth: int) -> tuple[Any, int]:
+        """Build the node that `ev` starts; returns (value, node count including expansions)."""
+        line = self.line(ev.start_mark) if self.exotic else ev.start_mark.line + 1
+        kind = type(ev)
+        if kind is yaml.AliasEvent:
             if ev.anchor not in self.anchors:
                 raise YamlProblem("YAML_PARSE", f"alias *{ev.anchor} is used before its anchor", line)
             value, size = self.anchors[ev.anchor]
-            self._count(size, line)
-            self.doc.value_lines[path] = line
+            self.nodes += size
+            if self.nodes > NODE_BUDGET:
+                raise _budget_exceeded(line)
+            self.value_lines[path] = line
             return value, size
         if depth > MAX_DEPTH:
             raise YamlProblem("YAML_DEPTH", f"YAML nests deeper than {MAX_DEPTH} levels", line)
-        self._count(1, line)
-        self.doc.value_lines[path] = line
-        tag = getattr(ev, "tag", None)
-        if isinstance(ev, yaml.ScalarEvent):
+        self.nodes += 1
+        if self.nodes > NODE_BUDGET:
+            raise _budget_exceeded(line)
+        self.value_lines[path] = line
+        if kind is yaml.ScalarEvent:
             value = self._scalar(ev, line)
             size = 1
-        elif isinstance(ev, yaml.SequenceStartEvent):
-            self._check_tag(tag, "tag:yaml.org,2002:seq", line)
+        elif kind is yaml.SequenceStartEvent:
+            self._check_tag(ev.tag, "tag:yaml.org,2002:seq", line)
             value, size = self._sequence(path, depth)
-        elif isinstance(ev, yaml.MappingStartEvent):
-            self._check_tag(tag, "tag:yaml.org,2002:map", line)
+        elif kind is yaml.MappingStartEvent:
+            self._check_tag(ev.tag, "tag:yaml.org,2002:map", line)
             value, size = self._mapping(path, depth)
         else:  # pragma: no cover - the parser guarantees node events here
-            raise YamlProblem("YAML_PARSE", f"unexpected YAML event {type(ev).__name__}", line)
-        anchor = getattr(ev, "anchor", None)
-        if anchor is not None:
-            self.anchors[anchor] = (value, size)
+            raise YamlProblem("YAML_PARSE", f"unexpected YAML event {kind.__name__}", line)
+        if ev.anchor is not None:
+            self.anchors[ev.anchor] = (value, size)
         return value, size
 
     @staticmethod
@@ -210,41 +220,57 @@ class _Builder:
         if tag not in (None, "!", allowed):
             raise YamlProblem("YAML_TAG", f"YAML tag {tag} is not allowed (only plain data is accepted)", line)
 
-    def _scalar(self, ev: Any, line: int) -> Any:
+    @staticmethod
+    def _scalar(ev: Any, line: int) -> Any:
         tag = ev.tag
         if tag is None or tag == "!":
-            if tag == "!" or ev.style in ("'", '"', "|", ">"):
-                tag = _STR
-            else:
-                tag = self.loader.resolve(yaml.ScalarNode, ev.value, (True, False))
+            if tag == "!" or ev.style in _QUOTED:
+                return ev.value
+            known = _plain.get(ev.value)
+            if known is not None:
+                return known[1]
+            tag = _resolver.resolve(yaml.ScalarNode, ev.value, (True, False))
         if tag not in _SCALAR_TAGS:
             raise YamlProblem("YAML_TAG", f"YAML tag {tag} is not allowed (only plain data is accepted)", line)
         if tag in (_STR, "tag:yaml.org,2002:timestamp"):
-            return ev.value
-        node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark, ev.style)
-        try:
-            return _constructor.construct_object(node, deep=True)
-        except (ValueError, yaml.YAMLError):
-            kind = tag.rsplit(":", 1)[-1]
-            raise YamlProblem("YAML_PARSE", f"cannot read scalar {ev.value!r} as {kind}", line) from None
+            value = ev.value
+        else:
+            node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark, ev.style)
+            try:
+                value = _constructor.construct_object(node, deep=True)
+            except (ValueError, yaml.YAMLError):
+                kind = tag.rsplit(":", 1)[-1]
+                raise YamlProblem("YAML_PARSE", f"cannot read scalar {ev.value!r} as {kind}", line) from None
+        if ev.tag is None and len(ev.value) <= 64:  # a plain scalar's tag and value depend on its text alone
+            if len(_plain) >= _PLAIN_MEMO_MAX:
+                _plain.clear()
+            _plain[ev.value] = (tag, value)
+        return value
 
     def _sequence(self, path: Path_, depth: int) -> tuple[list[Any], int]:
         items: list[Any] = []
         size = 1
-        while not self.loader.check_event(yaml.SequenceEndEvent):
-            value, n = self._node((*path, len(items)), depth + 1)
+        get = self.get
+        while True:
+            ev = get()
+            if type(ev) is yaml.SequenceEndEvent:
+                return items, size
+            value, n = self._node(ev, (*path, len(items)), depth + 1)
             items.append(value)
             size += n
-        self.loader.get_event()
-        return items, size
 
     def _mapping(self, path: Path_, depth: int) -> tuple[dict[str, Any], int]:
         result: dict[str, Any] = {}
         size = 1
-        while not self.loader.check_event(yaml.MappingEndEvent):
-            kev = self.loader.get_event()
-            kline = self.line(kev.start_mark)
-            if not isinstance(kev, yaml.ScalarEvent):
+        get = self.get
+        key_lines = self.key_lines
+        while True:
+            kev = get()
+            kind = type(kev)
+            if kind is yaml.MappingEndEvent:
+                return result, size
+            kline = self.line(kev.start_mark) if self.exotic else kev.start_mark.line + 1
+            if kind is not yaml.ScalarEvent:
                 raise YamlProblem("YAML_PARSE", "mapping keys must be plain scalars", kline)
             if kev.tag not in (None, "!", _STR):
                 raise YamlProblem("YAML_TAG", f"YAML tag {kev.tag} is not allowed on a key", kline)
@@ -252,13 +278,14 @@ class _Builder:
             if key == "<<" and kev.style not in ("'", '"'):
                 raise YamlProblem("YAML_MERGE", "YAML merge keys (<<) are not supported; write the keys out", kline)
             if key in result:
-                first = self.doc.key_lines.get((*path, key))
+                first = key_lines.get((*path, key))
                 where = f" (first at line {first})" if first else ""
                 raise YamlProblem("YAML_DUPLICATE_KEY", f"duplicate key {key!r}{where}", kline)
-            self._count(1, kline)
-            self.doc.key_lines[(*path, key)] = kline
-            value, n = self._node((*path, key), depth + 1)
+            self.nodes += 1
+            if self.nodes > NODE_BUDGET:
+                raise _budget_exceeded(kline)
+            child = (*path, key)
+            key_lines[child] = kline
+            value, n = self._node(get(), child, depth + 1)
             result[key] = value
             size += n + 1
-        self.loader.get_event()
-        return result, size

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import marshal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -212,9 +213,9 @@ def _parse_dumped(item: tuple[str, bytes]) -> bytes:
     return dump_parsed(parse_resource(kind, raw))
 
 
-def parse_many_uncached(items: list[tuple[str, str, bytes]]) -> list[Parsed]:
-    """Parse a batch without a cache (the working tree, for `validate`), on every core."""
-    return parallel.map_encoded(_parse_dumped, load_parsed, [(kind, raw) for kind, _, raw in items])
+def parse_many_uncached(items: list[tuple[str, str, bytes]]) -> Iterator[Parsed]:
+    """Parse a batch without a cache (the working tree, for `validate`), on every core, results as they come."""
+    return parallel.imap_encoded(_parse_dumped, load_parsed, [(kind, raw) for kind, _, raw in items])
 
 
 def open_cache(state_dir: Path | None) -> BlobCache:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
 import marshal
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from reconciler import drivers
 from reconciler.core.files import SETTINGS_FILE, TOP_DIRS, Entry, RepoFiles, WorktreeFiles, read_one
@@ -20,6 +23,26 @@ from reconciler.ledger import git, parallel
 from reconciler.ledger.branch import committed_settings
 from reconciler.ledger.cache import BlobCache, RecordHead, open_cache, parse_many_uncached
 from reconciler.ledger.history import job_history
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _collector_paused(load: Callable[P, R]) -> Callable[P, R]:
+    """Run `load` with the cyclic garbage collector paused. A load builds tens of thousands of small
+    containers that all live on, so the collector walked them again and again and found nothing: a fifth of
+    a cold `validate` at 10,000 jobs (2.0 s, 1.6 s paused). Reference counting still frees whatever is
+    dropped; the collector resumes afterwards (unless something else had paused it)."""
+    @functools.wraps(load)
+    def paused(*args: P.args, **kwargs: P.kwargs) -> R:
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return load(*args, **kwargs)
+        finally:
+            if was:
+                gc.enable()
+    return paused
 
 
 class BatchedFiles:
@@ -156,6 +179,7 @@ def settings_at(files: RepoFiles) -> tuple[Settings, list[Problem]]:
     return parse_settings(raw)
 
 
+@_collector_paused
 def load_commit_state(repo: git.Repo, commit: str, overrides: dict[str, object] | None = None, *,
                       skip_executed: bool = False, judged_by: Ledger | None = None,
                       jobs: set[str] | None = None) -> Snapshot:
@@ -208,6 +232,7 @@ class _ValidatedFiles(WorktreeFiles):
             super()._add(found, full, rel)
 
 
+@_collector_paused
 def load_worktree_state(root: Path) -> Snapshot:
     if not root.is_dir():
         raise UserError(f"{root}: no such directory")

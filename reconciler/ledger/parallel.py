@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
@@ -31,20 +31,41 @@ def _slice(bounds: tuple[int, int]) -> list[bytes]:
 
 def map_encoded(encode: Callable[[T], bytes], decode: Callable[[bytes], R], items: list[T]) -> list[R]:
     """`[decode(encode(item)) for item in items]`, the encoding done on every core when it pays."""
+    return list(imap_encoded(encode, decode, items))
+
+
+def imap_encoded(encode: Callable[[T], bytes], decode: Callable[[bytes], R], items: list[T]) -> Iterator[R]:
+    """`map_encoded` as an iterator: each result as soon as its slice is back, so the caller works on the first
+    results while the workers encode the rest."""
     workers = min(os.cpu_count() or 1, 4)
     if (len(items) < MIN_BATCH or workers < 2 or threading.active_count() > 1
             or "fork" not in multiprocessing.get_all_start_methods()):
-        return [decode(encode(item)) for item in items]
+        yield from (decode(encode(item)) for item in items)
+        return
     global _work
     _work = (encode, items)  # type: ignore[assignment]  # items and encode are only read by the children
     try:
         step = -(-len(items) // (workers * 4))  # a few slices per worker: an uneven slice does not hold up the rest
         bounds = [(start, min(len(items), start + step)) for start in range(0, len(items), step)]
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            return [decode(raw) for chunk in pool.map(_slice, bounds) for raw in chunk]
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+        chunks = pool.map(_slice, bounds)
     except (OSError, RuntimeError):  # no processes to be had here: do it in this one
-        return [decode(encode(item)) for item in items]
+        _work = None
+        yield from (decode(encode(item)) for item in items)
+        return
+    done = 0
+    try:
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            except (OSError, RuntimeError):  # a worker was lost (killed, out of memory): the rest in this process
+                break
+            for raw in chunk:
+                yield decode(raw)
+                done += 1
     finally:
         _work = None
-
-
+        pool.shutdown(wait=True, cancel_futures=True)
+    yield from (decode(encode(item)) for item in items[done:])
