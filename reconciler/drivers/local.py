@@ -17,6 +17,23 @@ MANIFEST = ".deployment.json"
 _RESERVED = ("servers", "definitions", "jobs", ".git")
 
 
+_SCALAR = json.JSONEncoder(sort_keys=True)  # the C encoder: no closures (json's indenting encoder makes cycles)
+
+
+def pretty_json(value: Any, indent: str = "") -> str:
+    """`json.dumps(value, indent=2, sort_keys=True)`, byte for byte, without the garbage it leaves: with an
+    indent the standard library encodes through nested closures that refer to each other, so every call left a
+    reference cycle (22 cells, functions, an encoder) for the cyclic collector: 4,000 per 1,000 jobs."""
+    inner = indent + "  "
+    if isinstance(value, dict) and value:
+        items = sorted(value.items(), key=lambda item: item[0])
+        return "{\n" + ",\n".join(f"{inner}{_SCALAR.encode(k if isinstance(k, str) else _SCALAR.encode(k))}: "
+                                   f"{pretty_json(v, inner)}" for k, v in items) + f"\n{indent}}}"
+    if isinstance(value, list | tuple) and value:
+        return "[\n" + ",\n".join(inner + pretty_json(v, inner) for v in value) + f"\n{indent}]"
+    return _SCALAR.encode(value)
+
+
 class LocalDriver(Driver):
     idempotent_apply = True
     inline_calls = True  # a few file writes and renames per user
@@ -174,7 +191,7 @@ class LocalDriver(Driver):
             "parameters": request.public_parameters,
         }
         with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as f:
-            f.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            f.write(pretty_json(record) + "\n")
 
     def destroy(self, request: DeployRequest) -> Outcome:
         target = self._target(request)

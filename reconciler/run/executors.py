@@ -14,6 +14,7 @@ previous owner had handed out, so nothing is run twice that a fence says ran or 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -91,7 +92,8 @@ class Executor(Protocol):
         hands them over one at a time, so that it checks its lease, its fence and a stop before each user."""
 
 
-INLINE_MAX_SECONDS = 0.05  # a driver's call that took longer goes to the pool from then on (e.g. a slow mount)
+INLINE_MAX_SECONDS = 0.2  # a driver's calls that take longer go to the pool from then on (e.g. a slow mount) ...
+INLINE_SLOW_CALLS = 3  # ... when so many in a row did: one slow call is as often a pause of the whole process
 
 
 class ThreadExecutor:
@@ -104,21 +106,31 @@ class ThreadExecutor:
         self._run = run
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="user")
         self._inline: dict[str, bool] = {}
+        self._one_inline = threading.Lock()
+        self._slow: dict[tuple[str, int], int] = {}  # (driver type, thread) -> its inline calls in a row that were slow
 
     def submit(self, task: UserTask, on_done: OnDone) -> None:
-        def call() -> None:
+        def call() -> float:
+            began = time.monotonic()
             try:
                 outcome = self._run(task)
             except Exception as exc:  # a driver bug fails this user, never the pass
                 outcome = Outcome("FAILED", f"driver error: {type(exc).__name__}: {exc}")
+            took = time.monotonic() - began
             on_done(task, outcome)
+            return took
 
         if not self.inline(task.driver_type):
             self._pool.submit(call)
             return
-        began = time.monotonic()
-        call()
-        if time.monotonic() - began > INLINE_MAX_SECONDS:  # not short after all: the block's concurrency is worth it
+        with self._one_inline:
+            took = call()
+        # Not short after all: the block's concurrency is worth it. Slow by far and several in a row on one thread:
+        # a local call takes a few milliseconds, but a pause of the whole process (the interpreter's collector:
+        # 0.2 s at 10,000 jobs) stretches the calls of every build at that moment at once.
+        key = (task.driver_type, threading.get_ident())
+        slow = self._slow[key] = self._slow.get(key, 0) + 1 if took > INLINE_MAX_SECONDS else 0
+        if slow >= INLINE_SLOW_CALLS:
             self._inline[task.driver_type] = False
 
     def inline(self, driver_type: str) -> bool:
