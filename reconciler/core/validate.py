@@ -107,8 +107,8 @@ def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_
     `parse_many` (an iterator) the cross-file checks of the first jobs overlap the parsing of the rest."""
     problems = ProblemList()
     entries = files.entries()
-    resources = resource_entries(entries)
-    resources.sort(key=lambda item: item[0] == "job")  # stable: servers and definitions first, each in path order
+    by_path = resource_entries(entries)
+    resources = sorted(by_path, key=lambda item: item[0] == "job")  # stable: servers and definitions first
     wanted = [e.path for kind, name, e in resources
               if kind != "job" or only_jobs is None or name in only_jobs]
     blobs = files.read_many(wanted)
@@ -121,7 +121,7 @@ def load_desired(files: RepoFiles, settings: Settings, parse: ParseFn = default_
         found.setdefault(path, []).append(problems.add(path, line, message, code))
 
     first: dict[tuple[str, str], str] = {}
-    for kind, name, entry in sorted(resources, key=lambda item: item[2].path):  # ambiguous: neither file is used
+    for kind, name, entry in by_path:  # ambiguous: neither file is used
         if (kind, name) in first:
             add(entry.path, 1, f"{kind} {name!r} is defined twice (also {first[(kind, name)]})", "NAME_DUPLICATE")
             add(first[(kind, name)], 1, f"{kind} {name!r} is defined twice (also {entry.path})", "NAME_DUPLICATE")

@@ -37,10 +37,13 @@ def map_encoded(encode: Callable[[T], bytes], decode: Callable[[bytes], R], item
 def imap_encoded(encode: Callable[[T], bytes], decode: Callable[[bytes], R], items: list[T]) -> Iterator[R]:
     """`map_encoded` as an iterator: each result as soon as its slice is back, so the caller works on the first
     results while the workers encode the rest."""
+    def here(rest: list[T]) -> Iterator[R]:
+        return (decode(encode(item)) for item in rest)
+
     workers = min(os.cpu_count() or 1, 4)
     if (len(items) < MIN_BATCH or workers < 2 or threading.active_count() > 1
             or "fork" not in multiprocessing.get_all_start_methods()):
-        yield from (decode(encode(item)) for item in items)
+        yield from here(items)
         return
     global _work
     _work = (encode, items)  # type: ignore[assignment]  # items and encode are only read by the children
@@ -51,7 +54,7 @@ def imap_encoded(encode: Callable[[T], bytes], decode: Callable[[bytes], R], ite
         chunks = pool.map(_slice, bounds)
     except (OSError, RuntimeError):  # no processes to be had here: do it in this one
         _work = None
-        yield from (decode(encode(item)) for item in items)
+        yield from here(items)
         return
     done = 0
     try:
@@ -68,4 +71,4 @@ def imap_encoded(encode: Callable[[T], bytes], decode: Callable[[bytes], R], ite
     finally:
         _work = None
         pool.shutdown(wait=True, cancel_futures=True)
-    yield from (decode(encode(item)) for item in items[done:])
+    yield from here(items[done:])

@@ -106,7 +106,7 @@ class ThreadExecutor:
         self._run = run
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="user")
         self._inline: dict[str, bool] = {}
-        self._one_inline = threading.Lock()
+        self._one_inline = threading.Lock()  # inline calls of concurrent builds take turns (no lock convoy)
         self._slow: dict[tuple[str, int], int] = {}  # (driver type, thread) -> its inline calls in a row that were slow
 
     def submit(self, task: UserTask, on_done: OnDone) -> None:
