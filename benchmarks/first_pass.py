@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from bytecode import compile_package  # noqa: E402
 from generate import generate  # noqa: E402
 
 COMMAND_SERVER = """\
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--command-users", type=int, default=10000)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    compile_package()  # as a wheel's install does: no process below compiles the package from source
     args.work.mkdir(parents=True, exist_ok=True)
     lines = ["| jobs | check-jsonschema | reconcile (wall / CPU / RSS) | ratio | commits | with a remote (wall, "
              "commits pushed) |", "|---:|---:|---|---:|---:|---|"]

@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from bytecode import compile_package  # noqa: E402
 from generate import generate  # noqa: E402
 
 SCHEMA = ROOT / "schemas" / "job.schema.json"
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md",
                         help="where to write the table (default docs/benchmarks.md; '-' for stdout only)")
     args = parser.parse_args(argv)
+    compile_package()  # as a wheel's install does: no process below compiles the package from source
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([100, 1000] if args.quick
                                                                        else [100, 1000, 10000])
     runs = args.runs or (3 if args.quick else 5)
