@@ -372,3 +372,62 @@ def test_a_build_interrupted_and_then_edited_resumes_what_was_claimed(tmp_path: 
     assert deployed == "hello 0\n"  # the claimed version, not the edit
     status = json.loads(run_cli("status", "--repo", str(clone), "--format", "json").stdout)
     assert [row["status"] for row in status] == ["MODIFIED"]
+
+
+def test_builds_on_one_target_recover_in_claim_order(tmp_path: Path) -> None:
+    """Two jobs deploy the same definition to the same server: 'zeta' was committed first, 'alpha' after it,
+    so 'zeta' is claimed first (one claim commit, the same second) and its content must not land last. A kill
+    right after the claims leaves both interrupted; the recovery takes them over in claim order (not by name)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    write(repo, ".gitignore", ".deployments/\n")
+    write(repo, "reconciler.yaml", "concurrency: 2\n")
+    write(repo, "servers/srv.yaml", SERVER)
+    write(repo, "definitions/app.yaml", DEFINITION)
+    write(repo, "definitions/app/hello.txt", "{{ greeting }}\n")
+    write(repo, "jobs/zeta.yaml", JOB.format(n="zeta (older)"))
+    commit_all(repo, "the older job")
+    write(repo, "jobs/alpha.yaml", JOB.format(n="alpha (newer)"))
+    commit_all(repo, "the newer job")
+    first = run_cli("reconcile", "--repo", str(repo), env={"RECONCILER_FAILPOINTS": "claim.after-commit=kill"})
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    claimed = {job: json.loads(git(repo, "show", f"main:status/{job}.json")) for job in ("zeta", "alpha")}
+    assert {record["status"] for record in claimed.values()} == {"IN-PROGRESS"}
+    again = run_cli("reconcile", "--repo", str(repo))  # the owner is provably gone (same host, process gone)
+    assert again.returncode == 0, again.stderr
+    for job in ("zeta", "alpha"):
+        assert json.loads(git(repo, "show", f"main:status/{job}.json"))["status"] == "SUCCESS"
+    for user in USERS:
+        deployed = repo / ".deployments" / "srv" / user / "app" / "hello.txt"
+        assert deployed.read_text("utf-8") == "hello alpha (newer)\n"
+
+
+def test_a_job_waits_for_another_reconcilers_live_build_on_the_same_target(tmp_path: Path) -> None:
+    """While one reconciler deploys job-00 (definition app on server srv), a newer job for the same target is
+    pushed and a second reconciler passes: it leaves the newer job PENDING (claimed now, its content could land
+    first and the older one's over it), and runs it once the older build is final."""
+    bare, clone = make_origin(tmp_path, jobs=1)
+    other, human = tmp_path / "other", tmp_path / "human"
+    for path in (other, human):
+        git(tmp_path, "clone", "-q", str(bare), str(path))
+    write(human, "jobs/job-01.yaml", JOB.format(n="newer"))
+    commit_all(human, "a newer job for the same target")
+    out = tmp_path / "other-pass.txt"
+    script = tmp_path / "meanwhile.sh"
+    script.write_text(f"#!/bin/sh\nset -e\ngit -C {human} pull -q --rebase origin main\n"
+                      f"git -C {human} push -q origin main\n"
+                      f"env -u RECONCILER_FAILPOINTS {sys.executable} -m reconciler reconcile --repo {other} "
+                      f">{out} 2>&1\n")
+    script.chmod(0o755)
+    first = run_cli("reconcile", "--repo", str(clone), env={"RECONCILER_FAILPOINTS": "user.before-apply=exec",
+                                                             "RECONCILER_FAILPOINT_EXEC": str(script)})
+    assert first.returncode == 0, first.stderr
+    meanwhile = out.read_text("utf-8")
+    assert "job-01: PENDING, waits for the build of job-00 in flight (definition app on server srv)" in meanwhile
+    assert "job-01: SUCCESS" not in meanwhile
+    after = run_cli("reconcile", "--repo", str(other))
+    assert after.returncode == 0, after.stderr
+    assert "job-01: SUCCESS" in after.stdout
+    for user in USERS:
+        assert (other / ".deployments" / "srv" / user / "app" / "hello.txt").read_text("utf-8") == "hello newer\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,12 @@ from reconciler.core.timeutil import iso
 from reconciler.core.validate import Desired, JobFile
 
 NEVER = (1 << 62, "")
+
+
+def start_key(added: Mapping[str, tuple[Any, ...]], job: str) -> tuple[int, str]:
+    """The order jobs start in (oldest first): the commit that added the job file, then the name. Claims follow it,
+    so builds claimed in the same second (one claim commit) are recovered in it too."""
+    return (int(added.get(job, NEVER)[0]), job)
 
 
 @dataclass
@@ -161,7 +168,7 @@ def plan(desired: Desired, ledger: Ledger, now: datetime,
             result.states[name] = "SCHEDULED"
         else:
             result.states[name] = "PENDING"
-            runnable.append(((added.get(name, NEVER)[0], name), name))
+            runnable.append((start_key(added, name), name))
     result.to_run = [name for _, name in sorted(runnable)]
     _hold_back(result, desired, ledger, now)  # after: and freeze: first, then secrets (SPEC 9.4, 9.1 rule 10)
     result.due, result.to_run = result.to_run, []

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from reconciler import __version__
 from reconciler.core.model import Job
+from reconciler.core.plan import start_key
 from reconciler.core.records import LedgerRecord, new_build_id
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.timeutil import utcnow
 from reconciler.drivers.base import Outcome
+from reconciler.errors import UserError
 from reconciler.ledger import git
 from reconciler.ledger.writer import BuildLost, LedgerUnavailable, LedgerWriter
 from reconciler.run.engine import BuildLog, Claimed, Interrupted, JobRunner, RunContext, Stopped
@@ -40,6 +42,7 @@ class Outcomes:
     left_in_flight: list[str] = field(default_factory=list)  # a live owner's build: left alone
     lost: list[str] = field(default_factory=list)  # claimed or taken over by another reconciler first
     stopped: list[str] = field(default_factory=list)  # could not go on here; WORKING, recoverable
+    held: list[tuple[str, str]] = field(default_factory=list)  # (job, why): not claimed, behind another's live build
     interrupted: bool = False
     unavailable: str | None = None  # the ledger could not be written: the pass exits 2
 
@@ -93,13 +96,15 @@ class BuildScheduler:
             runner.log(line)
 
     # -- the pass ----------------------------------------------------------------------------------
-    def run(self, in_flight: list[str], to_run: list[str]) -> Outcomes:
+    def run(self, in_flight: list[str], to_run: list[str], elsewhere: Iterable[str] = ()) -> Outcomes:
+        """Take over what `in_flight` may be taken over, claim and run `to_run`. `elsewhere`: other jobs in flight
+        (not for this pass to take over), whose targets `to_run` must not deploy to meanwhile."""
         pool = ThreadPoolExecutor(max_workers=self.job_concurrency, thread_name_prefix="build")
         running: dict[Future[None], JobRunner] = {}
         ready: deque[tuple[JobRunner, str]] = deque()
         try:
             ready.extend(self._takeovers(in_flight))
-            pending = deque(to_run)
+            pending = deque(self._not_behind_others(to_run, [*self.outcomes.left_in_flight, *elsewhere]))
             batch = max(4, 2 * self.job_concurrency)
             while True:
                 if self.writer.problem and not self.outcomes.unavailable:
@@ -192,7 +197,8 @@ class BuildScheduler:
         mine = me(self.started)
         taken: list[tuple[JobRunner, str]] = []
         records = self.state.ledger.records
-        for job in sorted(in_flight, key=lambda j: (records[j].queued_at, j)):  # oldest first
+        added = self.state.history.added  # claim order: by claim time, and within one second as they were claimed
+        for job in sorted(in_flight, key=lambda j: (records[j].queued_at, start_key(added, j))):
             record = self.state.ledger.records[job]
             if not recoverable(record, now, mine):
                 self.outcomes.left_in_flight.append(job)
@@ -223,6 +229,41 @@ class BuildScheduler:
             kind = "fail" if new.on_interrupt == "fail" else "resume"
             taken.append((self._runner(inputs, job_model, new, log, recovering=True), kind))
         return taken
+
+    def _not_behind_others(self, to_run: list[str], others: list[str]) -> list[str]:
+        """The jobs that may be claimed now. One that deploys a definition to a server where another build in flight
+        deploys it (a live reconciler's, or an interrupted one not taken over here) waits and stays PENDING: claimed
+        now, its content could land before the older build's. A job held back holds later jobs on its targets too."""
+        busy: dict[tuple[str, str], str] = {}  # target -> the job whose build holds it
+        for job in others:
+            for target in self._claimed_targets(self.state.ledger.records[job]):
+                busy.setdefault(target, job)
+        if not busy:
+            return to_run
+        free = []
+        for job in to_run:
+            targets = _job_targets(self.state.desired.jobs[job])
+            behind = sorted(target for target in targets if target in busy)
+            if not behind:
+                free.append(job)
+                continue
+            server, definition = behind[0]
+            why = f"waits for the build of {busy[behind[0]]} in flight (definition {definition} on server {server})"
+            self.outcomes.held.append((job, why))
+            self.events("job.held", {"job": job, "reason": why})
+            for target in targets:
+                busy.setdefault(target, busy[behind[0]])
+        return free
+
+    def _claimed_targets(self, record: LedgerRecord) -> set[tuple[str, str]]:
+        """(server, definition) of every block of a build, as claimed (the job file may have changed since)."""
+        job = self.state.desired.jobs.get(record.job)
+        if job is None or job.blob != record.job_blob:
+            try:
+                job = self.load_claimed(record.desired_commit).desired.jobs.get(record.job)
+            except (git.GitError, UserError):
+                job = None
+        return _job_targets(job) if job is not None else set()
 
     def _ended(self, record: LedgerRecord, log: BuildLog) -> JobRunner:
         """A runner for a build whose job cannot be read: it only writes FAILURE (interrupted)."""
@@ -282,7 +323,11 @@ class BuildScheduler:
 
 
 def _targets(runner: JobRunner) -> set[tuple[str, str]]:
-    return {(block.server, block.definition) for block in runner.job.blocks}
+    return _job_targets(runner.job)
+
+
+def _job_targets(job: Job) -> set[tuple[str, str]]:
+    return {(block.server, block.definition) for block in job.blocks}
 
 
 def _placeholder(record: LedgerRecord) -> Job:

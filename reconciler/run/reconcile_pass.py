@@ -58,6 +58,7 @@ class PassResult:
     plan: Plan | None  # None when the tip was already known to need nothing (see quiet.py)
     ran: list[LedgerRecord] = field(default_factory=list)
     skipped_in_flight: list[str] = field(default_factory=list)
+    held_back: list[tuple[str, str]] = field(default_factory=list)  # (job, why): behind another reconciler's build
     lost: list[str] = field(default_factory=list)  # claimed or taken over by another reconciler first
     stopped: list[str] = field(default_factory=list)  # could not go on here (left WORKING, recoverable)
     interrupted: bool = False
@@ -155,7 +156,9 @@ def _full_pass_loaded(repo: git.Repo, branch: str, tip: str, remote: str | None,
             to_run = [j for j in plan.to_run if not options.only or j == options.only]
             done = PassResult(plan)
             if in_flight or to_run:
-                _run_builds(repo, branch, remote, state, in_flight, to_run, options, started, done, redactor, notices)
+                elsewhere = [j for j in plan.in_flight if j not in in_flight]
+                _run_builds(repo, branch, remote, state, in_flight, to_run, options, started, done, redactor, notices,
+                            elsewhere=elsewhere)
                 _merge(result, done)
             plan.block_dependents_of([r.job for r in done.ran if r.status == "FAILURE"])
             notices.blocked(plan)
@@ -182,6 +185,7 @@ MAX_ROUNDS = 100  # rounds of one pass: a chain of `after:` jobs runs link after
 def _merge(result: PassResult, done: PassResult) -> None:
     result.ran += done.ran
     result.skipped_in_flight += done.skipped_in_flight
+    result.held_back += done.held_back
     result.lost += done.lost
     result.stopped += done.stopped
     result.interrupted = result.interrupted or done.interrupted
@@ -191,7 +195,7 @@ def _merge(result: PassResult, done: PassResult) -> None:
 
 def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, in_flight: list[str],
                 to_run: list[str], options: PassOptions, started: datetime, result: PassResult,
-                redactor: Redactor, notices: PassNotices) -> None:
+                redactor: Redactor, notices: PassNotices, *, elsewhere: list[str]) -> None:
     from reconciler.core.snapshot import Snapshot
     from reconciler.drivers.base import DriverContext
     from reconciler.ledger.load import load_commit_state
@@ -229,13 +233,14 @@ def _run_builds(repo: git.Repo, branch: str, remote: str | None, state: object, 
                                settings.job_concurrency, options.events, notify=notices.build)
     holder.append(scheduler)
     try:
-        outcomes = scheduler.run(in_flight, to_run)
+        outcomes = scheduler.run(in_flight, to_run, elsewhere)
     finally:
         executor.close()
         flushed = writer.flush(patience=min(60.0, settings.lease_seconds / 2))
         writer.close()
     result.ran = outcomes.ran
     result.skipped_in_flight = outcomes.left_in_flight
+    result.held_back = outcomes.held
     result.lost = outcomes.lost
     result.stopped = outcomes.stopped
     result.interrupted = outcomes.interrupted

@@ -32,7 +32,8 @@ class PassSummary:
                    left_in_flight=list(result.skipped_in_flight), lost=list(result.lost),
                    up_to_date=result.up_to_date, interrupted=result.interrupted,
                    held=[(job, plan.states[job], plan.reasons.get(job, "")) for job in
-                         sorted([*plan.waiting, *plan.blocked, *plan.frozen])] if plan else [])
+                         sorted([*plan.waiting, *plan.blocked, *plan.frozen])] + [
+                             (job, "PENDING", why) for job, why in result.held_back] if plan else [])
 
     @property
     def failed(self) -> bool:
