@@ -111,6 +111,36 @@ def test_very_deep_nesting_is_refused_at_the_line_it_passes_the_limit(text: str,
     assert (problem.code, problem.line) == ("YAML_DEPTH", line), problem.message
 
 
+def test_aliases_cannot_nest_past_the_limit() -> None:
+    """Each anchor nests the one before 60 levels deeper: the data nests 2,400 levels (it used to overflow the
+    stack of whatever walked it), though no single node is written deeper than 61."""
+    lines = ["a0: &a0 " + "[" * 60 + "x" + "]" * 60]
+    lines += [f"a{k}: &a{k} " + "[" * 60 + f"*a{k - 1}" + "]" * 60 for k in range(1, 40)]
+    problem = refused("\n".join(lines) + "\n")
+    assert (problem.code, problem.line) == ("YAML_DEPTH", 2), problem.message
+    assert "*a0" in problem.message
+
+
+def test_an_alias_may_nest_its_anchor_up_to_the_limit() -> None:
+    half = yamlsafe.MAX_DEPTH // 2
+
+    def text(levels: int) -> str:  # `b` is at depth 1, its alias at 1 + levels, the anchor's node `half` deep
+        return "a: &a " + "[" * half + "x" + "]" * half + "\nb: " + "[" * levels + "*a" + "]" * levels + "\n"
+
+    assert load(text(half - 1).encode()).data["b"] is not None  # the deepest node at exactly MAX_DEPTH
+    assert refused(text(half)).code == "YAML_DEPTH"
+
+
+@pytest.mark.parametrize("digits", ["0x" + "f" * 3_600, "0" + "7" * 4_800, "0b" + "1" * 14_000])
+def test_integers_too_large_to_print_are_refused(digits: str) -> None:
+    """Hex, octal and binary have no digit limit to parse, but Python refuses to print an int of more than 4,300
+    decimal digits (which every later step does): refused at its line, not a crash in a later step."""
+    problem = refused(f"a: 1\nb: {digits}\n")
+    assert (problem.code, problem.line) == ("YAML_PARSE", 2), problem.message
+    assert "too large" in problem.message
+    assert load(b"b: 0xffffffffffffffffffffffff\n").data == {"b": 0xFFFFFFFFFFFFFFFFFFFFFFFF}
+
+
 def test_nesting_at_the_limit_is_fine() -> None:
     depth = yamlsafe.MAX_DEPTH - 1
     assert load(("[" * depth + "]" * depth + "\n").encode()).data is not None

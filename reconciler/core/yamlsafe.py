@@ -147,6 +147,24 @@ _resolver: Any = yaml.resolver.Resolver()
 _QUOTED = ("'", '"', "|", ">")
 
 
+MAX_INT_BITS = 13_300  # about 4,000 decimal digits: Python refuses to print an int of more than 4,300
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
+
+
+def _deeper_than(value: Any, levels: int) -> bool:
+    """Whether `value` nests more than `levels` levels of lists and mappings (`levels` is at most MAX_DEPTH)."""
+    if type(value) is list:
+        children: Any = value
+    elif type(value) is dict:
+        children = value.values()
+    else:
+        return False
+    return any(levels <= 0 or _deeper_than(child, levels - 1) for child in children)
+
+
 def _budget_exceeded(line: int) -> YamlProblem:
     return YamlProblem("YAML_ALIAS_BUDGET",
                        f"YAML expands to more than {NODE_BUDGET} nodes (alias expansion or sheer size); refused", line)
@@ -185,6 +203,8 @@ class _Builder:
         """Build the node that `ev` starts; returns (value, node count including expansions)."""
         line = self.line(ev.start_mark) if self.exotic else ev.start_mark.line + 1
         kind = type(ev)
+        if depth > MAX_DEPTH:
+            raise YamlProblem("YAML_DEPTH", f"YAML nests deeper than {MAX_DEPTH} levels", line)
         if kind is yaml.AliasEvent:
             if ev.anchor not in self.anchors:
                 raise YamlProblem("YAML_PARSE", f"alias *{ev.anchor} is used before its anchor", line)
@@ -192,10 +212,11 @@ class _Builder:
             self.nodes += size
             if self.nodes > NODE_BUDGET:
                 raise _budget_exceeded(line)
+            if _deeper_than(value, MAX_DEPTH - depth):  # an alias nests its anchor's node here
+                raise YamlProblem("YAML_DEPTH", f"YAML nests deeper than {MAX_DEPTH} levels (through alias "
+                                  f"*{ev.anchor})", line)
             self.value_lines[path] = line
             return value, size
-        if depth > MAX_DEPTH:
-            raise YamlProblem("YAML_DEPTH", f"YAML nests deeper than {MAX_DEPTH} levels", line)
         self.nodes += 1
         if self.nodes > NODE_BUDGET:
             raise _budget_exceeded(line)
@@ -240,7 +261,9 @@ class _Builder:
                 value = _constructor.construct_object(node, deep=True)
             except (ValueError, yaml.YAMLError):
                 kind = tag.rsplit(":", 1)[-1]
-                raise YamlProblem("YAML_PARSE", f"cannot read scalar {ev.value!r} as {kind}", line) from None
+                raise YamlProblem("YAML_PARSE", f"cannot read scalar {_shown(ev.value)} as {kind}", line) from None
+            if type(value) is int and value.bit_length() > MAX_INT_BITS:  # 0x.../0o.../0b...: no digit limit to parse
+                raise YamlProblem("YAML_PARSE", f"integer {_shown(ev.value)} is too large (over 4,000 digits)", line)
         if ev.tag is None and len(ev.value) <= 64:  # a plain scalar's tag and value depend on its text alone
             if len(_plain) >= _PLAIN_MEMO_MAX:
                 _plain.clear()
