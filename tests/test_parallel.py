@@ -42,6 +42,15 @@ def test_a_worker_killed_mid_map_costs_nothing_but_time() -> None:
     assert found["left_behind"] == []
 
 
+def test_a_worker_killed_while_it_writes_a_slice_back_costs_nothing_but_time() -> None:
+    """Found by an attack: with a shared result queue (concurrent.futures) the reader waited forever for the rest
+    of the message a killed worker had been writing. Each worker writes to a pipe of its own: its end is seen."""
+    found = probe("killed-writing")
+    assert found["right"]
+    assert found["here"] > 0
+    assert found["left_behind"] == []
+
+
 def test_a_caller_that_stops_early_leaves_no_worker_behind() -> None:
     found = probe("stops-early")
     assert found["right"] and found["pids"]
