@@ -42,7 +42,7 @@ class Outcomes:
     left_in_flight: list[str] = field(default_factory=list)  # a live owner's build: left alone
     lost: list[str] = field(default_factory=list)  # claimed or taken over by another reconciler first
     stopped: list[str] = field(default_factory=list)  # could not go on here; WORKING, recoverable
-    held: list[tuple[str, str]] = field(default_factory=list)  # (job, why): not claimed, behind another's live build
+    held: list[tuple[str, str]] = field(default_factory=list)  # (job, why): not claimed, behind a build run elsewhere
     interrupted: bool = False
     unavailable: str | None = None  # the ledger could not be written: the pass exits 2
 
@@ -104,7 +104,9 @@ class BuildScheduler:
         ready: deque[tuple[JobRunner, str]] = deque()
         try:
             ready.extend(self._takeovers(in_flight))
-            pending = deque(self._not_behind_others(to_run, [*self.outcomes.left_in_flight, *elsewhere]))
+            # builds this pass does not run: live ones, ones another reconciler took over first, the rest (--only)
+            others = [*self.outcomes.left_in_flight, *self.outcomes.lost, *elsewhere]
+            pending = deque(self._not_behind_others(to_run, others))
             batch = max(4, 2 * self.job_concurrency)
             while True:
                 if self.writer.problem and not self.outcomes.unavailable:
