@@ -431,3 +431,41 @@ def test_a_job_waits_for_another_reconcilers_live_build_on_the_same_target(tmp_p
     assert "job-01: SUCCESS" in after.stdout
     for user in USERS:
         assert (other / ".deployments" / "srv" / user / "app" / "hello.txt").read_text("utf-8") == "hello newer\n"
+
+
+def test_a_build_that_waited_for_its_turn_checks_its_lease_before_it_deploys(tmp_path: Path) -> None:
+    """Found by an attack: inline calls (the local driver) of concurrent builds take turns. While one build's call
+    hangs (a hung mount) and the owner is cut off from the remote, another build waits for its turn; its lease
+    expires meanwhile (no renewal can be pushed), another host may take it over. Once its turn comes it must not
+    deploy the user it had checked before the wait: it checks its lease again, cannot renew it, and stops."""
+    users = [f"u{n:03d}" for n in range(300)]
+    src = tmp_path / "src"
+    src.mkdir()
+    git(src, "init", "-q", "-b", "main")
+    write(src, ".gitignore", ".deployments/\n")
+    write(src, "reconciler.yaml", "lease_seconds: 10\ncheckpoint_seconds: 1\n")
+    write(src, "servers/srv.yaml", "environment: test\norganization: org\n"
+          "driver: {type: local, path: .deployments/srv}\nusers:\n" + "".join(f"  - id: {u}\n" for u in users))
+    for name in ("app", "other"):
+        write(src, f"definitions/{name}.yaml", f"module_type: test/content\ncontent: {name}\n")
+        write(src, f"definitions/{name}/hello.txt", "hello\n")
+    slow_users = ", ".join([*users[1:60], users[0]])  # u000, the slow one, once both builds are well under way
+    write(src, "jobs/a-slow.yaml", f"blocks:\n  - {{definition: other, server: srv, users: [{slow_users}]}}\n")
+    write(src, "jobs/b-big.yaml", "blocks:\n  - {definition: app, server: srv, users: all}\n")
+    commit_all(src, "two jobs")
+    bare, clone = tmp_path / "origin.git", tmp_path / "clone"
+    git(tmp_path, "clone", "-q", "--bare", str(src), str(bare))
+    git(tmp_path, "clone", "-q", str(bare), str(clone))
+    log = tmp_path / "applies.log"
+    env = {**os.environ, **GIT_ENV, "APPLY_LOG": str(log), "SLOW_JOB": "a-slow", "SLOW_USER": "u000",
+           "SLOW_SECONDS": "12", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "tests.support.slow_local", "reconcile", "--remote", "origin"],
+                          cwd=clone, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    lines = [line.split() for line in log.read_text("utf-8").splitlines()]
+    slow_end = next(float(at) for at, *rest in lines if rest == ["SLOW-END"])
+    before = [user for at, *rest in lines if rest[:1] == ["b-big"] and float(at) < slow_end for user in rest[1:]]
+    after = [user for at, *rest in lines if rest[:1] == ["b-big"] and float(at) >= slow_end for user in rest[1:]]
+    assert before, "b-big was deploying when the slow call began"
+    assert after == [], f"b-big deployed {after[:3]} after a wait that outlived its lease"

@@ -355,10 +355,12 @@ class JobRunner:
         stopped: str | None = None
         while True:
             if items and not aborted and stopped is None and not self.ctx.stop.is_set():
-                stopped = self._may_start()
                 # calls the executor runs there and then (short, in-process) are handed over one at a time, so
-                # that the lease, the fence and a stop are checked before each user, as for a wave
-                width = 1 if self.ctx.executor.inline(server.driver_type) else self.ctx.concurrency
+                # that the lease, the fence and a stop are checked before each user, as for a wave; and inline
+                # calls of concurrent builds take turns, so a build checks them again once its turn has come
+                inline = self.ctx.executor.inline(server.driver_type)
+                stopped = None if inline else self._may_start()
+                width = 1 if inline else self.ctx.concurrency
                 free = width - len(in_flight)
                 # a wave whose markers cost a durable commit waits for half the slots (fewer, larger commits)
                 wave_min = max(1, width // 2) if markers and in_flight else 1
@@ -366,13 +368,20 @@ class JobRunner:
                     # max_parallel: wait a moment for a slot only when nothing of ours is running to free one
                     slots = limits.take(server.name, min(free, len(items)), wait=0 if in_flight else 0.5)
                     wave = [items.popleft() for _ in range(slots)]
-                    stopped = self._start(block, server, driver, wave, markers) if wave else None
-                    if stopped is not None:
-                        items.extendleft(reversed(wave))
-                        limits.give_back(server.name, slots)
-                    else:
+                    started = False
+                    if wave:
+                        with self.ctx.executor.turn(server.driver_type):
+                            if inline and not self.ctx.stop.is_set():
+                                stopped = self._may_start()
+                            if stopped is None and not self.ctx.stop.is_set():
+                                stopped = self._start(block, server, driver, wave, markers)
+                                started = stopped is None
+                    if started:
                         in_flight.update(p.user for p in wave)
                         holding.update(p.user for p in wave)
+                    else:  # not started: stopping, or the lease or fence failed
+                        items.extendleft(reversed(wave))
+                        limits.give_back(server.name, slots)
             if not in_flight:
                 if items and not aborted and stopped is None and not self.ctx.stop.is_set():
                     continue  # the server is full with other builds' users: wait for a slot

@@ -14,10 +14,12 @@ previous owner had handed out, so nothing is run twice that a fence says ran or 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -91,6 +93,10 @@ class Executor(Protocol):
         """Whether `submit` runs this driver's calls there and then, on the caller's thread. The engine then
         hands them over one at a time, so that it checks its lease, its fence and a stop before each user."""
 
+    def turn(self, driver_type: str) -> AbstractContextManager[object]:
+        """Held around the checks before an inline call and the call itself (`submit`): inline calls of concurrent
+        builds take turns, and a build that waited for its turn checks its lease, fence and stop after the wait."""
+
 
 INLINE_MAX_SECONDS = 0.2  # a driver's calls that take longer go to the pool from then on (e.g. a slow mount) ...
 INLINE_SLOW_CALLS = 3  # ... when so many in a row did: one slow call is as often a pause of the whole process
@@ -106,7 +112,7 @@ class ThreadExecutor:
         self._run = run
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="user")
         self._inline: dict[str, bool] = {}
-        self._one_inline = threading.Lock()  # inline calls of concurrent builds take turns (no lock convoy)
+        self._one_inline = threading.RLock()  # inline calls of concurrent builds take turns (no lock convoy)
         self._slow: dict[tuple[str, int], int] = {}  # (driver type, thread) -> its inline calls in a row that were slow
 
     def submit(self, task: UserTask, on_done: OnDone) -> None:
@@ -123,8 +129,7 @@ class ThreadExecutor:
         if not self.inline(task.driver_type):
             self._pool.submit(call)
             return
-        with self._one_inline:
-            took = call()
+        took = call()  # in the caller's turn (`turn`)
         # Not short after all: the block's concurrency is worth it. Slow by far and several in a row on one thread:
         # a local call takes a few milliseconds, but a pause of the whole process (the interpreter's collector:
         # 0.2 s at 10,000 jobs) stretches the calls of every build at that moment at once.
@@ -142,6 +147,9 @@ class ThreadExecutor:
             except Exception:  # an unknown or broken plugin: the pool (where its failure is reported per user)
                 self._inline[driver_type] = False
         return self._inline[driver_type]
+
+    def turn(self, driver_type: str) -> AbstractContextManager[object]:
+        return self._one_inline if self.inline(driver_type) else contextlib.nullcontext()
 
     def resume(self, tasks: list[UserTask], on_done: OnDone) -> dict[str, Known]:
         return {task.key: None for task in tasks}  # a previous process's threads died with it

@@ -13,11 +13,13 @@ seconds reads the fences of every user still pending, so nothing depends on a wa
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,6 +196,9 @@ class CeleryExecutor:
 
     def inline(self, driver_type: str) -> bool:
         return False  # every user is a task on a worker
+
+    def turn(self, driver_type: str) -> AbstractContextManager[object]:
+        return contextlib.nullcontext()
 
     def in_flight(self) -> int:
         with self._lock:
