@@ -229,3 +229,11 @@ def test_complex_keys_are_refused() -> None:
 def test_bad_scalar_for_its_tag_is_a_parse_problem() -> None:
     problem = refused("a: !!int twelve\n")
     assert (problem.code, problem.line) == ("YAML_PARSE", 1)
+
+
+def test_loading_keeps_nothing_of_a_document_once_it_is_built() -> None:
+    """PyYAML's constructor remembers every node it built; a long-running process (`watch`, `serve`) must not
+    keep one entry per scalar it ever read (found by an attack: 2,000 entries, 700 KB, per file)."""
+    yamlsafe._plain.clear()
+    load("\n".join(f"k{i}: {i}" for i in range(2_000)).encode())
+    assert len(yamlsafe._constructor.constructed_objects) == 0

@@ -260,8 +260,10 @@ class _Builder:
             try:
                 value = _constructor.construct_object(node, deep=True)
             except (ValueError, yaml.YAMLError):
+                _constructor.constructed_objects.clear()
                 kind = tag.rsplit(":", 1)[-1]
                 raise YamlProblem("YAML_PARSE", f"cannot read scalar {_shown(ev.value)} as {kind}", line) from None
+            _constructor.constructed_objects.clear()  # it remembers every node it built: one entry per scalar, forever
             if type(value) is int and value.bit_length() > MAX_INT_BITS:  # 0x.../0o.../0b...: no digit limit to parse
                 raise YamlProblem("YAML_PARSE", f"integer {_shown(ev.value)} is too large (over 4,000 digits)", line)
         if ev.tag is None and len(ev.value) <= 64:  # a plain scalar's tag and value depend on its text alone
