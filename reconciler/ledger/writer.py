@@ -211,7 +211,7 @@ class LedgerWriter:
             if build is None:
                 raise BuildLost(f"build {record.build_id} is not owned by this pass")
             if build.lost:
-                raise BuildLost(f"job {build.job}: {build.lost}")
+                raise BuildLost(build.lost)
             if self._broken:
                 raise LedgerUnavailable(self._broken)
             build.record, build.log = record, log
@@ -223,7 +223,7 @@ class LedgerWriter:
             self._wait({record.build_id: version})
             with self._cond:
                 if build.lost:
-                    raise BuildLost(f"job {build.job}: {build.lost}")
+                    raise BuildLost(build.lost)
 
     def lost(self, build_id: str) -> str | None:
         with self._cond:
