@@ -138,3 +138,50 @@ def test_a_prompt_client_on_a_kept_alive_connection_is_not_cut_off(make_repo: Ca
                 rest += sock.recv(4096)
     finally:
         sock.close()
+
+
+def test_responses_are_not_held_back_for_the_clients_delayed_ack() -> None:
+    """The server's sockets send at once (TCP_NODELAY): without it a response's body, written after its headers,
+    waited for the client's delayed ACK, 40 ms a request on a kept-alive connection (GET /api/jobs?page=1 at
+    10,000 jobs: 56 ms instead of 12). asyncio sets it only on sockets made with proto IPPROTO_TCP."""
+    import asyncio
+
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from reconciler.web.slow_clients import GuardedH11Protocol
+
+    async def app(scope: object, receive: object, send: object) -> None:  # never called: no request is sent
+        raise AssertionError
+
+    config = uvicorn.Config(app, http=GuardedH11Protocol, lifespan="off")
+    config.load()
+    seen: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # proto 0, as `reconciler serve` binds it
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def protocol() -> GuardedH11Protocol:
+            made = GuardedH11Protocol(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+            original = made.connection_made
+
+            def connection_made(transport: asyncio.Transport) -> None:
+                original(transport)
+                seen.append(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            made.connection_made = connection_made  # type: ignore[method-assign]
+            return made
+
+        server = await loop.create_server(protocol, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    asyncio.run(main())
+    assert seen and seen[0] != 0
