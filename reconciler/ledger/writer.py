@@ -51,7 +51,7 @@ MAX_REJECTIONS = 60  # compare-and-swaps lost in a row before the pass gives up 
 HUMAN_ACTIVE_SECONDS = 30  # a human commit this recent on the branch: our pushes are spaced out
 PACE_FILE = "pace.json"
 BUSY_COMMITS = 10  # commits in HUMAN_ACTIVE_SECONDS that make a branch busy (several writers)
-HUMAN_PACE_SECONDS = 6.0  # then at most one push of ours every so many seconds (8 reconcilers: ~1.3 pushes/s)
+HUMAN_PACE_SECONDS = 12.0  # then at most one push of ours every so many seconds (8 reconcilers: ~0.7 pushes/s)
 
 
 class BuildLost(Exception):
