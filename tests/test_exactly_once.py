@@ -469,3 +469,33 @@ def test_a_build_that_waited_for_its_turn_checks_its_lease_before_it_deploys(tmp
     after = [user for at, *rest in lines if rest[:1] == ["b-big"] and float(at) >= slow_end for user in rest[1:]]
     assert before, "b-big was deploying when the slow call began"
     assert after == [], f"b-big deployed {after[:3]} after a wait that outlived its lease"
+
+
+def test_a_claim_batch_that_loses_the_older_job_does_not_run_the_newer_one_beside_it(tmp_path: Path) -> None:
+    """Found by an attack: this reconciler claims job-00 and the newer job-01 (same target) in one commit; meanwhile
+    another reconciler claims job-00 alone (`--only`) and runs it. Only job-01's claim holds here: it must not run
+    beside job-00 (whose older content would land last). It stays claimed, and a pass after job-00 is final runs it."""
+    bare, clone = make_origin(tmp_path, jobs=2)
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(bare), str(other))
+    script = tmp_path / "meanwhile.sh"
+    script.write_text(  # the other reconciler's claim of job-00 lands first; it then deploys job-00, slowly
+        f"#!/bin/sh\ncd {other}\nRECONCILER_FAILPOINTS=user.before-apply=sleep:1 {sys.executable} -m reconciler "
+        f"reconcile --only job-00 >{tmp_path}/other.txt 2>&1 &\n"
+        f"for i in $(seq 100); do git --git-dir={bare} cat-file -e main:status/job-00.json 2>/dev/null && exit 0; "
+        "sleep 0.1; done\nexit 1\n")
+    script.chmod(0o755)
+    first = run_cli("reconcile", "--repo", str(clone), env={"RECONCILER_FAILPOINTS": "claim.before-push=exec",
+                                                             "RECONCILER_FAILPOINT_EXEC": str(script)})
+    assert first.returncode == 0, first.stderr
+    assert "job-01: IN-PROGRESS, claimed, waits for the build of job-00 in flight" in first.stdout, first.stdout
+    assert "job-01: SUCCESS" not in first.stdout
+    for _ in range(300):  # the other reconciler finishes job-00
+        if '"SUCCESS"' in git(bare, "show", "main:status/job-00.json"):
+            break
+        time.sleep(0.1)
+    again = run_cli("reconcile", "--repo", str(clone))  # its claimer is gone (same host): taken over and run
+    assert again.returncode == 0, again.stderr
+    assert "job-01: SUCCESS" in again.stdout, again.stdout
+    for user in USERS:
+        assert (clone / ".deployments" / "srv" / user / "app" / "hello.txt").read_text("utf-8") == "hello 1\n"

@@ -42,7 +42,7 @@ class Outcomes:
     left_in_flight: list[str] = field(default_factory=list)  # a live owner's build: left alone
     lost: list[str] = field(default_factory=list)  # claimed or taken over by another reconciler first
     stopped: list[str] = field(default_factory=list)  # could not go on here; WORKING, recoverable
-    held: list[tuple[str, str]] = field(default_factory=list)  # (job, why): not claimed, behind a build run elsewhere
+    held: list[tuple[str, str, str]] = field(default_factory=list)  # (job, its state, why): behind a build elsewhere
     interrupted: bool = False
     unavailable: str | None = None  # the ledger could not be written: the pass exits 2
 
@@ -81,6 +81,9 @@ class BuildScheduler:
         self.finishing: list[JobRunner] = []  # done running, final record not durable yet: targets still busy
         self.outcomes = Outcomes()
         self._lock = threading.Lock()
+        #: (server, definition) -> the job whose build in flight deploys there and is not run by this pass (another
+        #: reconciler's, or one held back): an interrupted build or a job newer than it must not run there meanwhile
+        self._elsewhere: dict[tuple[str, str], str] = {}
 
     # -- the executor's view -----------------------------------------------------------------------
     def run_local(self, task: UserTask) -> Outcome:
@@ -103,10 +106,10 @@ class BuildScheduler:
         running: dict[Future[None], JobRunner] = {}
         ready: deque[tuple[JobRunner, str]] = deque()
         try:
+            for job in elsewhere:  # in flight, not for this pass to take over (--only, a later round)
+                self._runs_elsewhere(job, self._claimed_targets(self.state.ledger.records[job]))
             ready.extend(self._takeovers(in_flight))
-            # builds this pass does not run: live ones, ones another reconciler took over first, the rest (--only)
-            others = [*self.outcomes.left_in_flight, *self.outcomes.lost, *elsewhere]
-            pending = deque(self._not_behind_others(to_run, others))
+            pending = deque(to_run)
             batch = max(4, 2 * self.job_concurrency)
             while True:
                 if self.writer.problem and not self.outcomes.unavailable:
@@ -170,11 +173,13 @@ class BuildScheduler:
 
     def _claim(self, jobs: list[str]) -> list[tuple[JobRunner, str]]:
         items = []
-        for job in jobs:
+        for job in self._not_behind_others(jobs):
             record = claim_record(self.state, job, self.started)
             log = BuildLog(self.ctx.redactor)
             log(f"job {job} claimed by {record.owner.host} pid {record.owner.pid} as build {record.build_id}")
             items.append((record, log, self.state.desired.job_files[job].path))
+        if not items:
+            return []
         try:
             answers = self.writer.claim([(record, log.text(), path) for record, log, path in items])
         except LedgerUnavailable as exc:
@@ -183,12 +188,16 @@ class BuildScheduler:
         claimed = []
         for record, log, _ in items:
             lost = answers[record.build_id]
-            if lost is not None:
+            targets = _job_targets(self.state.desired.jobs[record.job])
+            if lost is not None:  # claimed by another reconciler meanwhile: it runs there
                 self.outcomes.lost.append(record.job)
                 self.events("job.skipped", {"job": record.job, "reason": lost})
+                self._runs_elsewhere(record.job, targets)
                 continue
             self.events("job.claimed", {"job": record.job, "build_id": record.build_id})
             self.notify("job.claimed", record)
+            if self._behind(record.job, "IN-PROGRESS", targets, "claimed, "):  # started by a later pass
+                continue
             claimed.append((self._runner(self.current, self.state.desired.jobs[record.job], record, log,
                                          recovering=False), "claimed"))
         return claimed
@@ -202,8 +211,12 @@ class BuildScheduler:
         added = self.state.history.added  # claim order: by claim time, and within one second as they were claimed
         for job in sorted(in_flight, key=lambda j: (records[j].queued_at, start_key(added, j))):
             record = self.state.ledger.records[job]
+            targets = self._claimed_targets(record)
             if not recoverable(record, now, mine):
                 self.outcomes.left_in_flight.append(job)
+                self._runs_elsewhere(job, targets)
+                continue
+            if self._behind(job, record.status, targets):  # beside an older build running elsewhere: a later pass
                 continue
             claimed = self.state if record.desired_commit == self.state.commit else self.load_claimed(
                 record.desired_commit)
@@ -220,6 +233,7 @@ class BuildScheduler:
             if lost is not None:
                 self.outcomes.lost.append(job)
                 self.events("job.lost", {"job": job, "build_id": record.build_id, "reason": lost})
+                self._runs_elsewhere(job, targets)
                 continue
             self.events("job.recovering", {"job": job, "build_id": record.build_id, "epoch": new.epoch})
             inputs = self.current if claimed is self.state else Claimed.of(claimed.desired)
@@ -232,30 +246,32 @@ class BuildScheduler:
             taken.append((self._runner(inputs, job_model, new, log, recovering=True), kind))
         return taken
 
-    def _not_behind_others(self, to_run: list[str], others: list[str]) -> list[str]:
-        """The jobs that may be claimed now. One that deploys a definition to a server where another build in flight
-        deploys it (a live reconciler's, or an interrupted one not taken over here) waits and stays PENDING: claimed
-        now, its content could land before the older build's. A job held back holds later jobs on its targets too."""
-        busy: dict[tuple[str, str], str] = {}  # target -> the job whose build holds it
-        for job in others:
-            for target in self._claimed_targets(self.state.ledger.records[job]):
-                busy.setdefault(target, job)
-        if not busy:
-            return to_run
-        free = []
-        for job in to_run:
-            targets = _job_targets(self.state.desired.jobs[job])
-            behind = sorted(target for target in targets if target in busy)
-            if not behind:
-                free.append(job)
-                continue
-            server, definition = behind[0]
-            why = f"waits for the build of {busy[behind[0]]} in flight (definition {definition} on server {server})"
-            self.outcomes.held.append((job, why))
-            self.events("job.held", {"job": job, "reason": why})
-            for target in targets:
-                busy.setdefault(target, busy[behind[0]])
-        return free
+    def _not_behind_others(self, jobs: list[str]) -> list[str]:
+        """The jobs that may be claimed now: not one that deploys a definition to a server where a build in flight
+        elsewhere deploys it (another reconciler's, or one held back here). Claimed now, its content could land
+        before the older build's: it stays PENDING, and a later pass claims it."""
+        return [job for job in jobs if not self._behind(job, "PENDING", _job_targets(self.state.desired.jobs[job]))]
+
+    def _behind(self, job: str, state: str, targets: set[tuple[str, str]], what: str = "") -> bool:
+        """Whether `job` must wait for a build in flight elsewhere on one of its targets; if so it is held (and holds
+        the later jobs on its targets too)."""
+        behind = sorted(target for target in targets if target in self._elsewhere)
+        if not behind:
+            return False
+        server, definition = behind[0]
+        other = self._elsewhere[behind[0]]
+        self._hold(job, state, f"{what}waits for the build of {other} in flight (definition {definition} on server "
+                   f"{server})")
+        self._runs_elsewhere(other, targets)
+        return True
+
+    def _runs_elsewhere(self, job: str, targets: set[tuple[str, str]]) -> None:
+        for target in targets:
+            self._elsewhere.setdefault(target, job)
+
+    def _hold(self, job: str, state: str, why: str) -> None:
+        self.outcomes.held.append((job, state, why))
+        self.events("job.held", {"job": job, "reason": why})
 
     def _claimed_targets(self, record: LedgerRecord) -> set[tuple[str, str]]:
         """(server, definition) of every block of a build, as claimed (the job file may have changed since)."""

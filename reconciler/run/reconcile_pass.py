@@ -58,7 +58,7 @@ class PassResult:
     plan: Plan | None  # None when the tip was already known to need nothing (see quiet.py)
     ran: list[LedgerRecord] = field(default_factory=list)
     skipped_in_flight: list[str] = field(default_factory=list)
-    held_back: list[tuple[str, str]] = field(default_factory=list)  # (job, why): behind another reconciler's build
+    held_back: list[tuple[str, str, str]] = field(default_factory=list)  # (job, state, why): behind a build elsewhere
     lost: list[str] = field(default_factory=list)  # claimed or taken over by another reconciler first
     stopped: list[str] = field(default_factory=list)  # could not go on here (left WORKING, recoverable)
     interrupted: bool = False

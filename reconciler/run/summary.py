@@ -33,7 +33,7 @@ class PassSummary:
                    up_to_date=result.up_to_date, interrupted=result.interrupted,
                    held=[(job, plan.states[job], plan.reasons.get(job, "")) for job in
                          sorted([*plan.waiting, *plan.blocked, *plan.frozen])] + [
-                             (job, "PENDING", why) for job, why in result.held_back] if plan else [])
+                             *result.held_back] if plan else [])
 
     @property
     def failed(self) -> bool:
