@@ -499,3 +499,34 @@ def test_a_claim_batch_that_loses_the_older_job_does_not_run_the_newer_one_besid
     assert "job-01: SUCCESS" in again.stdout, again.stdout
     for user in USERS:
         assert (clone / ".deployments" / "srv" / user / "app" / "hello.txt").read_text("utf-8") == "hello 1\n"
+
+
+def test_recovery_follows_the_order_claims_landed_in_not_their_timestamps(tmp_path: Path) -> None:
+    """Found by an attack: a claim's `queued_at` is stamped before its push; when that push is rejected and retried,
+    an older job's claim by another reconciler can land first with a later `queued_at`. Both builds are then
+    interrupted: the recovery takes them over in the order their claims landed (job-00 first), not by timestamp."""
+    bare, clone = make_origin(tmp_path, jobs=2)
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(bare), str(other))
+    script = tmp_path / "meanwhile.sh"
+    script.write_text(  # a second later, the other reconciler claims job-00 alone, and is killed at its first user
+        f"#!/bin/sh\nsleep 1.2\ncd {other}\nRECONCILER_FAILPOINTS=user.before-apply=kill "
+        f"{sys.executable} -m reconciler reconcile --only job-00 >{tmp_path}/other.txt 2>&1 &\n"
+        f"for i in $(seq 100); do git --git-dir={bare} cat-file -e main:status/job-00.json 2>/dev/null && exit 0; "
+        "sleep 0.1; done\nexit 1\n")
+    script.chmod(0o755)
+    first = run_cli("reconcile", "--repo", str(clone), env={"RECONCILER_FAILPOINTS": "claim.before-push=exec",
+                                                             "RECONCILER_FAILPOINT_EXEC": str(script)})
+    assert first.returncode == 0, first.stderr
+    assert "job-01: IN-PROGRESS, claimed, waits for the build of job-00 in flight" in first.stdout, first.stdout
+    records = {job: json.loads(git(bare, "show", f"main:status/{job}.json")) for job in ("job-00", "job-01")}
+    assert records["job-01"]["queued_at"] < records["job-00"]["queued_at"]  # the newer job's claim: stamped first
+    for _ in range(3):  # both claimers are gone (same host): taken over and run, job-00 first
+        again = run_cli("reconcile", "--repo", str(clone))
+        assert again.returncode == 0, again.stderr
+        if "nothing to do" in again.stdout:
+            break
+    for job in ("job-00", "job-01"):
+        assert json.loads(git(bare, "show", f"main:status/{job}.json"))["status"] == "SUCCESS"
+    for user in USERS:
+        assert (clone / ".deployments" / "srv" / user / "app" / "hello.txt").read_text("utf-8") == "hello 1\n"

@@ -339,6 +339,20 @@ def commits_in(repo: Repo, base: str, tip: str) -> list[tuple[str, bool]]:
     return found
 
 
+def claim_order(repo: Repo, tip: str, paths: list[str]) -> dict[str, int]:
+    """path -> position of the commit that added it, counted from the oldest of them (0), for the ledger records
+    `paths`: the order their claims became durable, whatever their timestamps say. A path not found is left out."""
+    out = repo.git("log", f"-{max(1, len(paths))}", "--format=%x1e", "--diff-filter=A", "--name-only", tip, "--",
+                   *paths, check=False)
+    newest_first = [chunk.split() for chunk in out.decode("utf-8", "replace").split("\x1e") if chunk.strip()]
+    found: dict[str, int] = {}
+    for position, names in enumerate(reversed(newest_first)):
+        for name in names:
+            if name in paths:
+                found[name] = position  # a record added again later (never, by the reconciler) counts from then
+    return found
+
+
 def recent_activity(repo: Repo, tip: str, window: int, now: float, depth: int = 60) -> tuple[int, int | None]:
     """(commits of the last `window` seconds, committer time of the newest commit without the reconciler's
     trailer) among the newest `depth` commits reachable from `tip`."""

@@ -207,9 +207,7 @@ class BuildScheduler:
         now = utcnow()
         mine = me(self.started)
         taken: list[tuple[JobRunner, str]] = []
-        records = self.state.ledger.records
-        added = self.state.history.added  # claim order: by claim time, and within one second as they were claimed
-        for job in sorted(in_flight, key=lambda j: (records[j].queued_at, start_key(added, j))):
+        for job in self._claim_order(in_flight):
             record = self.state.ledger.records[job]
             targets = self._claimed_targets(record)
             if not recoverable(record, now, mine):
@@ -282,6 +280,20 @@ class BuildScheduler:
             except (git.GitError, UserError):
                 job = None
         return _job_targets(job) if job is not None else set()
+
+    def _claim_order(self, in_flight: list[str]) -> list[str]:
+        """Interrupted builds oldest first, in the order their claims became durable (the commits that added their
+        records: a claim's `queued_at` is stamped before a rejected push and its retry), then by claim time and
+        the order jobs are claimed in."""
+        records = self.state.ledger.records
+        added = self.state.history.added
+        ledger = self.state.ledger
+        landed: dict[str, int] = {}
+        if len(in_flight) > 1 and self.state.commit:
+            landed = git.claim_order(self.writer.repo, self.state.commit, [ledger.path(job) for job in in_flight])
+        never = len(landed) + len(in_flight)
+        return sorted(in_flight, key=lambda j: (landed.get(ledger.path(j), never), records[j].queued_at,
+                                                start_key(added, j)))
 
     def _ended(self, record: LedgerRecord, log: BuildLog) -> JobRunner:
         """A runner for a build whose job cannot be read: it only writes FAILURE (interrupted)."""
