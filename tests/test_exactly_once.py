@@ -471,16 +471,16 @@ def test_a_build_that_waited_for_its_turn_checks_its_lease_before_it_deploys(tmp
     assert after == [], f"b-big deployed {after[:3]} after a wait that outlived its lease"
 
 
-def test_a_claim_batch_that_loses_the_older_job_does_not_run_the_newer_one_beside_it(tmp_path: Path) -> None:
-    """Found by an attack: this reconciler claims job-00 and the newer job-01 (same target) in one commit; meanwhile
-    another reconciler claims job-00 alone (`--only`) and runs it. Only job-01's claim holds here: it must not run
-    beside job-00 (whose older content would land last). It stays claimed, and a pass after job-00 is final runs it."""
+def _claims_race(tmp_path: Path, before: str, failpoints: str) -> tuple[Path, Path]:
+    """This clone claims job-00 and job-01 (one target) in one commit; just before its push another reconciler
+    (`before` it starts) claims job-00 alone (`--only`) and goes on with `failpoints` in the background. This pass
+    loses job-00 and keeps job-01's claim, which must wait. Returns (bare remote, this clone)."""
     bare, clone = make_origin(tmp_path, jobs=2)
     other = tmp_path / "other"
     git(tmp_path, "clone", "-q", str(bare), str(other))
     script = tmp_path / "meanwhile.sh"
-    script.write_text(  # the other reconciler's claim of job-00 lands first; it then deploys job-00, slowly
-        f"#!/bin/sh\ncd {other}\nRECONCILER_FAILPOINTS=user.before-apply=sleep:1 {sys.executable} -m reconciler "
+    script.write_text(
+        f"#!/bin/sh\n{before}cd {other}\nRECONCILER_FAILPOINTS={failpoints} {sys.executable} -m reconciler "
         f"reconcile --only job-00 >{tmp_path}/other.txt 2>&1 &\n"
         f"for i in $(seq 100); do git --git-dir={bare} cat-file -e main:status/job-00.json 2>/dev/null && exit 0; "
         "sleep 0.1; done\nexit 1\n")
@@ -490,6 +490,15 @@ def test_a_claim_batch_that_loses_the_older_job_does_not_run_the_newer_one_besid
     assert first.returncode == 0, first.stderr
     assert "job-01: IN-PROGRESS, claimed, waits for the build of job-00 in flight" in first.stdout, first.stdout
     assert "job-01: SUCCESS" not in first.stdout
+    return bare, clone
+
+
+def test_a_claim_batch_that_loses_the_older_job_does_not_run_the_newer_one_beside_it(tmp_path: Path) -> None:
+    """Found by an attack: this reconciler claims job-00 and the newer job-01 (same target) in one commit; meanwhile
+    another reconciler claims job-00 alone (`--only`) and runs it. Only job-01's claim holds here: it must not run
+    beside job-00 (whose older content would land last). It stays claimed, and a pass after job-00 is final runs it."""
+    # the other reconciler's claim of job-00 lands first; it then deploys job-00, slowly
+    bare, clone = _claims_race(tmp_path, "", "user.before-apply=sleep:1")
     for _ in range(300):  # the other reconciler finishes job-00
         if '"SUCCESS"' in git(bare, "show", "main:status/job-00.json"):
             break
@@ -505,20 +514,8 @@ def test_recovery_follows_the_order_claims_landed_in_not_their_timestamps(tmp_pa
     """Found by an attack: a claim's `queued_at` is stamped before its push; when that push is rejected and retried,
     an older job's claim by another reconciler can land first with a later `queued_at`. Both builds are then
     interrupted: the recovery takes them over in the order their claims landed (job-00 first), not by timestamp."""
-    bare, clone = make_origin(tmp_path, jobs=2)
-    other = tmp_path / "other"
-    git(tmp_path, "clone", "-q", str(bare), str(other))
-    script = tmp_path / "meanwhile.sh"
-    script.write_text(  # a second later, the other reconciler claims job-00 alone, and is killed at its first user
-        f"#!/bin/sh\nsleep 1.2\ncd {other}\nRECONCILER_FAILPOINTS=user.before-apply=kill "
-        f"{sys.executable} -m reconciler reconcile --only job-00 >{tmp_path}/other.txt 2>&1 &\n"
-        f"for i in $(seq 100); do git --git-dir={bare} cat-file -e main:status/job-00.json 2>/dev/null && exit 0; "
-        "sleep 0.1; done\nexit 1\n")
-    script.chmod(0o755)
-    first = run_cli("reconcile", "--repo", str(clone), env={"RECONCILER_FAILPOINTS": "claim.before-push=exec",
-                                                             "RECONCILER_FAILPOINT_EXEC": str(script)})
-    assert first.returncode == 0, first.stderr
-    assert "job-01: IN-PROGRESS, claimed, waits for the build of job-00 in flight" in first.stdout, first.stdout
+    # a second later, the other reconciler claims job-00 alone, and is killed at its first user
+    bare, clone = _claims_race(tmp_path, "sleep 1.2\n", "user.before-apply=kill")
     records = {job: json.loads(git(bare, "show", f"main:status/{job}.json")) for job in ("job-00", "job-01")}
     assert records["job-01"]["queued_at"] < records["job-00"]["queued_at"]  # the newer job's claim: stamped first
     for _ in range(3):  # both claimers are gone (same host): taken over and run, job-00 first
