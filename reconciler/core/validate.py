@@ -32,6 +32,7 @@ from reconciler.core.render import as_text, placeholders
 from reconciler.core.resources import SUFFIXES, Parsed, name_findings, parse_resource, stem_of
 from reconciler.core.rollout_checks import after_lines, check_block_rollout
 from reconciler.core.settings import Settings
+from reconciler.core.shown import shown_value
 from reconciler.core.suggest import did_you_mean
 from reconciler.core.timeutil import parse_time
 
@@ -296,10 +297,6 @@ _PY_TYPES: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def _short(value: str) -> str:
-    return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
-
-
 def value_problem(decl: TokenDecl, value: Any) -> str | None:
     """Why a literal value does not fit the declared type/enum/pattern, or None."""
     if decl.kind == "content":
@@ -314,7 +311,7 @@ def value_problem(decl: TokenDecl, value: Any) -> str | None:
             if not patterns.fullmatch(decl.pattern, value):
                 return f"{value!r} does not match the pattern {decl.pattern!r}"
         except patterns.PatternTimeout:
-            return (f"{_short(value)} could not be checked against the pattern {decl.pattern!r} in time (it "
+            return (f"{shown_value(value)} could not be checked against the pattern {decl.pattern!r} in time (it "
                     "backtracks catastrophically); simplify the pattern in the definition")
     return None
 

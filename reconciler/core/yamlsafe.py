@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from reconciler.core.shown import shown_value
+
 try:  # the C parser is several times faster; fall back silently when libyaml is absent
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - depends on the build of PyYAML
@@ -150,10 +152,6 @@ _QUOTED = ("'", '"', "|", ">")
 MAX_INT_BITS = 13_300  # about 4,000 decimal digits: Python refuses to print an int of more than 4,300
 
 
-def _shown(text: str) -> str:
-    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
-
-
 def _deeper_than(value: Any, levels: int) -> bool:
     """Whether `value` nests more than `levels` levels of lists and mappings (`levels` is at most MAX_DEPTH)."""
     if type(value) is list:
@@ -260,12 +258,13 @@ class _Builder:
             try:
                 value = _constructor.construct_object(node, deep=True)
             except (ValueError, yaml.YAMLError):
-                _constructor.constructed_objects.clear()
                 kind = tag.rsplit(":", 1)[-1]
-                raise YamlProblem("YAML_PARSE", f"cannot read scalar {_shown(ev.value)} as {kind}", line) from None
-            _constructor.constructed_objects.clear()  # it remembers every node it built: one entry per scalar, forever
+                raise YamlProblem("YAML_PARSE", f"cannot read scalar {shown_value(ev.value)} as {kind}", line) from None
+            finally:
+                _constructor.constructed_objects.clear()  # it remembers every node it built, one per scalar, forever
             if type(value) is int and value.bit_length() > MAX_INT_BITS:  # 0x.../0o.../0b...: no digit limit to parse
-                raise YamlProblem("YAML_PARSE", f"integer {_shown(ev.value)} is too large (over 4,000 digits)", line)
+                raise YamlProblem("YAML_PARSE", f"integer {shown_value(ev.value)} is too large (over 4,000 digits)",
+                                  line)
         if ev.tag is None and len(ev.value) <= 64:  # a plain scalar's tag and value depend on its text alone
             if len(_plain) >= _PLAIN_MEMO_MAX:
                 _plain.clear()
